@@ -1,5 +1,7 @@
 //! Project automation. Run `cargo xtask help` for the commands.
 
+mod ci;
+mod env;
 mod proto;
 
 use std::path::PathBuf;
@@ -10,6 +12,9 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
+  ci                  everything CI runs: fmt, clippy, proto --check, doc, env up,
+                      the whole test suite, env down
+  env up|down|status  the real daemons the tests use (dockerd, registry, buildkitd)
   proto [--check]     regenerate buildkit-proto/src/generated (or fail if it is stale)
 ";
 
@@ -25,6 +30,8 @@ fn run() -> Result<()> {
     let root = workspace_root();
     match args.first().map(String::as_str) {
         Some("proto") => proto::run(&root, args.iter().any(|a| a == "--check")),
+        Some("env") => env::run(&root, &args[1..]),
+        Some("ci") => ci::run(&root),
         None | Some("help" | "-h" | "--help") => {
             print!("{HELP}");
             Ok(())
