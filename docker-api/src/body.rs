@@ -26,7 +26,11 @@ impl Body {
 
     /// A body held in memory.
     pub fn bytes(data: impl Into<Bytes>) -> Self {
-        Self(Full::new(data.into()).map_err(|never| match never {}).boxed_unsync())
+        Self(
+            Full::new(data.into())
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
     }
 
     /// A JSON body.
@@ -49,7 +53,10 @@ impl Body {
     where
         R: AsyncRead + Send + 'static,
     {
-        Self::stream(tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024))
+        Self::stream(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            64 * 1024,
+        ))
     }
 }
 

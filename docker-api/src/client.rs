@@ -147,9 +147,11 @@ impl DockerBuilder {
             self = self.address(&host);
         }
         if env_nonempty("DOCKER_TLS_VERIFY").is_some_and(|v| v != "0") {
-            let dir = env_nonempty("DOCKER_CERT_PATH").map(std::path::PathBuf::from).or_else(|| {
-                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
-            });
+            let dir = env_nonempty("DOCKER_CERT_PATH")
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
+                });
             match dir {
                 Some(dir) => self.tls = Some(TlsOptions::from_cert_dir(dir)),
                 None => {
@@ -304,10 +306,7 @@ impl AsyncWrite for Upgraded {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 
@@ -407,7 +406,13 @@ impl Docker {
     /// `GET /_ping`: checks that the daemon answers, and reads its API version.
     pub async fn ping(&self) -> Result<Ping> {
         let resp = self
-            .send_raw(Method::GET, "/_ping", HeaderMap::new(), Body::empty(), self.inner.timeout)
+            .send_raw(
+                Method::GET,
+                "/_ping",
+                HeaderMap::new(),
+                Body::empty(),
+                self.inner.timeout,
+            )
             .await?;
         let resp = self.check(resp).await?;
         let h = resp.headers();
@@ -494,7 +499,11 @@ impl Docker {
             .unwrap_or_default();
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+            .and_then(|v| {
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
         let message = if message.is_empty() {
             status.canonical_reason().unwrap_or("error").to_string()
@@ -557,7 +566,12 @@ impl Docker {
     }
 
     /// A request whose answer is ignored (beyond its status).
-    pub async fn call(&self, method: Method, path_and_query: &str, body: Option<Body>) -> Result<()> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Body>,
+    ) -> Result<()> {
         let mut headers = HeaderMap::new();
         if body.is_some() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -570,7 +584,10 @@ impl Docker {
         Ok(())
     }
 
-    pub(crate) async fn read_json<T: DeserializeOwned>(&self, resp: Response<Incoming>) -> Result<T> {
+    pub(crate) async fn read_json<T: DeserializeOwned>(
+        &self,
+        resp: Response<Incoming>,
+    ) -> Result<T> {
         let bytes = resp
             .into_body()
             .collect()
@@ -636,7 +653,9 @@ impl Docker {
         map.insert(
             UPGRADE,
             HeaderValue::from_str(protocol).map_err(|_| {
-                self.err(ErrorKind::Config(format!("invalid upgrade protocol {protocol:?}")))
+                self.err(ErrorKind::Config(format!(
+                    "invalid upgrade protocol {protocol:?}"
+                )))
             })?,
         );
         for (k, v) in headers {

@@ -107,13 +107,12 @@ impl Error {
             if e.downcast_ref::<rustls::Error>().is_some() {
                 return true;
             }
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if io
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io
                     .get_ref()
                     .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-                {
-                    return true;
-                }
+            {
+                return true;
             }
             cur = e.source();
         }

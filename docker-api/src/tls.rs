@@ -56,10 +56,7 @@ impl TlsOptions {
                 let certs = read_certs(ca)?;
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
-                    return Err(format!(
-                        "no usable CA certificate in {}",
-                        ca.display()
-                    ));
+                    return Err(format!("no usable CA certificate in {}", ca.display()));
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -100,10 +97,12 @@ fn bundled_provider() -> Result<Arc<CryptoProvider>, String> {
 
 #[cfg(not(feature = "ring"))]
 fn bundled_provider() -> Result<Arc<CryptoProvider>, String> {
-    Err("no rustls CryptoProvider is installed: this build has no bundled provider \
+    Err(
+        "no rustls CryptoProvider is installed: this build has no bundled provider \
          (feature `providerless`), so call `rustls::crypto::CryptoProvider::install_default` \
          before connecting over TLS, or enable the `ring` feature"
-        .into())
+            .into(),
+    )
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

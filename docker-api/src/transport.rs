@@ -114,7 +114,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
@@ -234,18 +238,35 @@ mod tests {
         );
         assert_eq!(
             Endpoint::parse("tcp://127.0.0.1:2376").unwrap(),
-            Endpoint::Tcp { host: "127.0.0.1".into(), port: 2376 }
+            Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 2376
+            }
         );
         assert_eq!(
             Endpoint::parse("tcp://[::1]:2376").unwrap(),
-            Endpoint::Tcp { host: "::1".into(), port: 2376 }
+            Endpoint::Tcp {
+                host: "::1".into(),
+                port: 2376
+            }
         );
         assert_eq!(
             Endpoint::parse("tcp://docker").unwrap(),
-            Endpoint::Tcp { host: "docker".into(), port: 2375 }
+            Endpoint::Tcp {
+                host: "docker".into(),
+                port: 2375
+            }
         );
-        assert!(Endpoint::parse("ssh://host").unwrap_err().contains("not a supported"));
-        assert!(Endpoint::parse("tcp://h:notaport").unwrap_err().contains("invalid port"));
+        assert!(
+            Endpoint::parse("ssh://host")
+                .unwrap_err()
+                .contains("not a supported")
+        );
+        assert!(
+            Endpoint::parse("tcp://h:notaport")
+                .unwrap_err()
+                .contains("invalid port")
+        );
         assert_eq!(
             Endpoint::parse("tcp://[::1]:2376").unwrap().to_string(),
             "tcp://[::1]:2376"

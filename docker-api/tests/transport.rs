@@ -17,12 +17,23 @@ async fn read_head(s: &mut UnixStream) -> String {
         }
         buf.push(byte[0]);
     }
-    String::from_utf8(buf).unwrap().lines().next().unwrap_or_default().to_string()
+    String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A fake daemon: answers `/_ping` with API 1.41 and upgrades `/session`, sending
 /// `early` in the same write as the 101 response, then echoes.
-async fn fake_daemon(early: &'static [u8]) -> (tempfile::TempDir, PathBuf, tokio::sync::mpsc::Receiver<String>) {
+async fn fake_daemon(
+    early: &'static [u8],
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    tokio::sync::mpsc::Receiver<String>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("d.sock");
     let listener = UnixListener::bind(&sock).unwrap();
@@ -39,9 +50,11 @@ async fn fake_daemon(early: &'static [u8]) -> (tempfile::TempDir, PathBuf, tokio
                     }
                     tx.send(line.clone()).await.unwrap();
                     if line.starts_with("GET /_ping") {
-                        s.write_all(b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK")
-                            .await
-                            .unwrap();
+                        s.write_all(
+                            b"HTTP/1.1 200 OK\r\nAPI-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK",
+                        )
+                        .await
+                        .unwrap();
                     } else if line.contains("/session") {
                         let mut resp = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
                         resp.extend_from_slice(early);
@@ -123,7 +136,10 @@ async fn a_missing_socket_names_the_address_and_docker_host() {
     let err = docker.ping().await.unwrap_err();
     assert!(err.is_connect(), "{err}");
     let text = err.to_string();
-    assert!(text.contains("unix:///nonexistent/dir/docker.sock"), "{text}");
+    assert!(
+        text.contains("unix:///nonexistent/dir/docker.sock"),
+        "{text}"
+    );
     assert!(text.contains("DOCKER_HOST"), "{text}");
     assert!(text.contains("No such file or directory"), "{text}");
 }

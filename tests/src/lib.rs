@@ -44,15 +44,16 @@ impl TestEnv {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let var = |k: &str| {
-            std::env::var(k).ok().or_else(|| file.get(k).cloned()).unwrap_or_else(|| {
+        let var =
+            |k: &str| {
+                std::env::var(k).ok().or_else(|| file.get(k).cloned()).unwrap_or_else(|| {
                 panic!(
                     "{k} is not set and {} has no value for it: the test daemons are not up; \
                      run `cargo xtask env up` (or the whole suite with `cargo xtask ci`)",
                     state.join("env").display()
                 )
             })
-        };
+            };
         Self {
             docker_host: var("DOCKER_HOST"),
             buildkit_host: var("BUILDKIT_HOST"),

@@ -11,7 +11,9 @@ async fn buildkitd_channel(env: &TestEnv) -> Channel {
     Endpoint::from_static("http://buildkitd")
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
         .expect("connecting to buildkitd's socket")
@@ -44,16 +46,30 @@ async fn buildkitd_unix_socket_lists_workers_and_reports_version() {
         .into_inner()
         .record;
     assert!(!workers.is_empty(), "buildkitd reported no workers");
-    assert!(workers[0].platforms.iter().any(|p| p.os == "linux"), "{workers:?}");
+    assert!(
+        workers[0].platforms.iter().any(|p| p.os == "linux"),
+        "{workers:?}"
+    );
     assert_eq!(
-        workers[0].labels.get("org.mobyproject.buildkit.worker.executor").map(String::as_str),
+        workers[0]
+            .labels
+            .get("org.mobyproject.buildkit.worker.executor")
+            .map(String::as_str),
         Some("oci")
     );
 
-    let info = control.info(InfoRequest::default()).await.unwrap().into_inner();
+    let info = control
+        .info(InfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let version = info.buildkit_version.expect("Info carries a version");
     assert_eq!(version.package, "github.com/moby/buildkit");
-    assert!(version.version.starts_with('v'), "version {:?}", version.version);
+    assert!(
+        version.version.starts_with('v'),
+        "version {:?}",
+        version.version
+    );
 }
 
 #[tokio::test]
@@ -69,5 +85,8 @@ async fn dockerd_grpc_upgrade_lists_the_engine_worker() {
     assert_eq!(workers.len(), 1, "{workers:?}");
     // The Engine's embedded BuildKit has exactly one worker, the moby worker.
     assert_eq!(workers[0].id, "moby", "{workers:?}");
-    assert!(workers[0].platforms.iter().any(|p| p.os == "linux"), "{workers:?}");
+    assert!(
+        workers[0].platforms.iter().any(|p| p.os == "linux"),
+        "{workers:?}"
+    );
 }

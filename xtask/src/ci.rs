@@ -19,7 +19,11 @@ fn step(name: &str, cmd: &mut Command) -> Result<()> {
     println!("\n==> {name}");
     let t = Instant::now();
     let status = cmd.status().with_context(|| format!("running {name}"))?;
-    println!("==> {name}: {} in {:.0}s", if status.success() { "ok" } else { "FAILED" }, t.elapsed().as_secs_f64());
+    println!(
+        "==> {name}: {} in {:.0}s",
+        if status.success() { "ok" } else { "FAILED" },
+        t.elapsed().as_secs_f64()
+    );
     if !status.success() {
         bail!("{name} failed ({status})");
     }
@@ -31,13 +35,30 @@ pub fn run(root: &Path) -> Result<()> {
     step("fmt", cargo(root).args(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy",
-        cargo(root).args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
+        cargo(root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     step(
         "clippy (providerless)",
         cargo(root).args([
-            "clippy", "-p", "docker-api", "--all-targets", "--locked", "--no-default-features",
-            "--features", "providerless", "--", "-D", "warnings",
+            "clippy",
+            "-p",
+            "docker-api",
+            "--all-targets",
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "providerless",
+            "--",
+            "-D",
+            "warnings",
         ]),
     )?;
     println!("\n==> proto --check");
@@ -71,7 +92,15 @@ fn tests(root: &Path, layout: &Layout) -> Result<()> {
     step(
         "test (providerless)",
         cargo(root)
-            .args(["test", "-p", "docker-api", "--locked", "--no-default-features", "--features", "providerless"])
+            .args([
+                "test",
+                "-p",
+                "docker-api",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "providerless",
+            ])
             .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
     )?;
     Ok(())

@@ -170,7 +170,10 @@ fn ensure_packages() -> Result<()> {
             missing.join(" ")
         );
     }
-    run_cmd(Command::new("apt-get").arg("update").arg("-qq"), "apt-get update")?;
+    run_cmd(
+        Command::new("apt-get").arg("update").arg("-qq"),
+        "apt-get update",
+    )?;
     run_cmd(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
@@ -213,28 +216,34 @@ pub fn ensure_buildkit(bin_dir: &Path) -> Result<(PathBuf, PathBuf)> {
     if buildkitd.is_file() && buildctl.is_file() {
         return Ok((buildkitd, buildctl));
     }
-    let go = which("go").context("Go is needed once to build buildkitd (the `go` command is not on PATH)")?;
+    let go = which("go")
+        .context("Go is needed once to build buildkitd (the `go` command is not on PATH)")?;
     // A wrapper module: buildkit's go.mod has exclude directives, which `go install
     // module@version` refuses; requiring it from our own module is the supported way.
     let src = bin_dir.parent().unwrap().join("src");
     fs::create_dir_all(&src)?;
     fs::write(
         src.join("go.mod"),
-        format!(
-            "module buildkit-rs-test-tools\n\ngo 1.26\n\n\
-             exclude (\n\tgithub.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc\n\t\
-             github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2\n)\n"
-        ),
+        "module buildkit-rs-test-tools\n\ngo 1.26\n\n\
+         exclude (\n\tgithub.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc\n\t\
+         github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2\n)\n",
     )?;
     let _ = fs::remove_file(src.join("go.sum"));
-    println!("env: building buildkitd and buildctl {BUILDKIT_VERSION} from the Go module proxy (once; cached in {})", bin_dir.display());
+    println!(
+        "env: building buildkitd and buildctl {BUILDKIT_VERSION} from the Go module proxy (once; cached in {})",
+        bin_dir.display()
+    );
     let t = Instant::now();
     run_cmd(
         Command::new(&go)
             .current_dir(&src)
             .args(["get"])
-            .arg(format!("github.com/moby/buildkit/cmd/buildkitd@{BUILDKIT_VERSION}"))
-            .arg(format!("github.com/moby/buildkit/cmd/buildctl@{BUILDKIT_VERSION}")),
+            .arg(format!(
+                "github.com/moby/buildkit/cmd/buildkitd@{BUILDKIT_VERSION}"
+            ))
+            .arg(format!(
+                "github.com/moby/buildkit/cmd/buildctl@{BUILDKIT_VERSION}"
+            )),
         "go get github.com/moby/buildkit",
     )?;
     let tmp_bin = bin_dir.with_extension("partial");
@@ -255,7 +264,10 @@ pub fn ensure_buildkit(bin_dir: &Path) -> Result<(PathBuf, PathBuf)> {
     )?;
     let _ = fs::remove_dir_all(bin_dir);
     fs::rename(&tmp_bin, bin_dir)?;
-    println!("env: built buildkit {BUILDKIT_VERSION} in {:.0}s", t.elapsed().as_secs_f64());
+    println!(
+        "env: built buildkit {BUILDKIT_VERSION} in {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
     Ok((buildkitd, buildctl))
 }
 
@@ -281,7 +293,10 @@ fn read_pid(path: &Path) -> Option<i32> {
 fn alive(pid: i32) -> bool {
     // Signal 0 checks existence; a zombie counts as gone.
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|s| s.split_whitespace().next());
     !matches!(state, None | Some("Z") | Some("X"))
 }
 
@@ -341,7 +356,11 @@ fn wait_ready(svc: &Service<'_>, pid: i32, log_file: &Path, pid_file: &Path) -> 
     let t = Instant::now();
     loop {
         if (svc.ready)() {
-            println!("env: {} ready (pid {pid}, {:.1}s)", svc.name, t.elapsed().as_secs_f64());
+            println!(
+                "env: {} ready (pid {pid}, {:.1}s)",
+                svc.name,
+                t.elapsed().as_secs_f64()
+            );
             return Ok(());
         }
         let exited = !alive(pid);
@@ -399,7 +418,8 @@ fn http_get_unix(sock: &Path, path: &str) -> Option<(u16, String)> {
 }
 
 fn http_get_tcp(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     http_get(&mut s, path)
 }
 
@@ -408,7 +428,10 @@ fn http_get<S: Read + Write>(s: &mut S, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -452,7 +475,9 @@ fn start_registry(layout: &Layout) -> Result<()> {
     if read_pid(&st.join("registry.pid")).is_none_or(|p| !alive(p))
         && http_get_tcp(REGISTRY_ADDR, "/v2/").is_some()
     {
-        bail!("something else already listens on {REGISTRY_ADDR}; stop it or run `cargo xtask env down`");
+        bail!(
+            "something else already listens on {REGISTRY_ADDR}; stop it or run `cargo xtask env down`"
+        );
     }
     start_service(
         st,
@@ -485,7 +510,11 @@ fn start_buildkitd(layout: &Layout, buildkitd: &Path) -> Result<()> {
         .arg(format!("unix://{}", sock.display()))
         .arg("--config")
         .arg(&config)
-        .args(["--oci-worker-net=host", "--allow-insecure-entitlement", "network.host"])
+        .args([
+            "--oci-worker-net=host",
+            "--allow-insecure-entitlement",
+            "network.host",
+        ])
         .args(["--allow-insecure-entitlement", "security.insecure"]);
     let addr = format!("unix://{}", sock.display());
     start_service(
@@ -509,7 +538,10 @@ fn start_buildkitd(layout: &Layout, buildkitd: &Path) -> Result<()> {
 
 fn docker(layout: &Layout) -> Command {
     let mut c = Command::new("docker");
-    c.env("DOCKER_HOST", format!("unix://{}", layout.docker_sock().display()));
+    c.env(
+        "DOCKER_HOST",
+        format!("unix://{}", layout.docker_sock().display()),
+    );
     c
 }
 
@@ -546,7 +578,10 @@ fn ensure_base_image(layout: &Layout) -> Result<()> {
     );
     if !in_registry || !have_image {
         let remote = format!("{REGISTRY_NAME}/busybox:local");
-        run_cmd(docker(layout).args(["tag", "busybox:local", &remote]), "docker tag")?;
+        run_cmd(
+            docker(layout).args(["tag", "busybox:local", &remote]),
+            "docker tag",
+        )?;
         run_cmd(docker(layout).args(["push", &remote]), "docker push")?;
         println!("env: pushed {remote}");
     }
@@ -562,7 +597,9 @@ pub fn make_busybox_rootfs(rootfs: &Path) -> Result<()> {
         .context("busybox not found (Debian package busybox-static)")?;
     let bin = rootfs.join("bin");
     fs::create_dir_all(&bin)?;
-    for d in ["tmp", "etc", "root", "dev", "proc", "sys", "var", "usr/bin", "usr/sbin", "sbin"] {
+    for d in [
+        "tmp", "etc", "root", "dev", "proc", "sys", "var", "usr/bin", "usr/sbin", "sbin",
+    ] {
         fs::create_dir_all(rootfs.join(d))?;
     }
     fs::copy(&busybox, bin.join("busybox"))?;
@@ -574,7 +611,10 @@ pub fn make_busybox_rootfs(rootfs: &Path) -> Result<()> {
         }
         std::os::unix::fs::symlink("busybox", bin.join(applet))?;
     }
-    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")?;
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )?;
     fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
 }
@@ -589,11 +629,23 @@ fn write_env_file(layout: &Layout) -> Result<()> {
 /// The variables tests need, as written to the env file.
 pub fn env_vars(layout: &Layout) -> Vec<(String, String)> {
     vec![
-        ("DOCKER_HOST".into(), format!("unix://{}", layout.docker_sock().display())),
-        ("BUILDKIT_HOST".into(), format!("unix://{}", layout.buildkit_sock().display())),
+        (
+            "DOCKER_HOST".into(),
+            format!("unix://{}", layout.docker_sock().display()),
+        ),
+        (
+            "BUILDKIT_HOST".into(),
+            format!("unix://{}", layout.buildkit_sock().display()),
+        ),
         ("BUILDKIT_RS_REGISTRY".into(), REGISTRY_NAME.into()),
-        ("BUILDKIT_RS_STATE".into(), layout.state.display().to_string()),
-        ("BUILDKIT_RS_BIN_DIR".into(), layout.bin_dir.display().to_string()),
+        (
+            "BUILDKIT_RS_STATE".into(),
+            layout.state.display().to_string(),
+        ),
+        (
+            "BUILDKIT_RS_BIN_DIR".into(),
+            layout.bin_dir.display().to_string(),
+        ),
         ("BUILDKIT_VERSION".into(), BUILDKIT_VERSION.into()),
     ]
 }
@@ -616,14 +668,20 @@ mod tests {
             dir.path(),
             Service {
                 name: "stuck",
-                command: shell("echo starting up; echo 'cannot bind: address in use' >&2; exec sleep 60"),
+                command: shell(
+                    "echo starting up; echo 'cannot bind: address in use' >&2; exec sleep 60",
+                ),
                 ready: Box::new(|| false),
                 timeout: Duration::from_secs(2),
             },
         )
         .unwrap_err()
         .to_string();
-        assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t.elapsed()
+        );
         assert!(err.contains("stuck was not ready within 2s"), "{err}");
         assert!(err.contains("cannot bind: address in use"), "{err}");
         // The process was stopped and its pid file removed.
@@ -645,7 +703,11 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t.elapsed()
+        );
         assert!(err.contains("crashy exited before it was ready"), "{err}");
         assert!(err.contains("fatal: no such file /etc/x.toml"), "{err}");
     }

@@ -22,19 +22,7 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
     let committed = read_dir_files(&generated_dir)?;
 
     if check {
-        let mut problems = Vec::new();
-        for (name, content) in &fresh {
-            match committed.get(name) {
-                None => problems.push(format!("missing: {name}")),
-                Some(old) if old != content => problems.push(format!("differs: {name}")),
-                Some(_) => {}
-            }
-        }
-        for name in committed.keys() {
-            if !fresh.contains_key(name) {
-                problems.push(format!("not generated (stale): {name}"));
-            }
-        }
+        let problems = differences(&fresh, &committed);
         if !problems.is_empty() {
             bail!(
                 "buildkit-proto/src/generated is out of date with buildkit-proto/proto:\n  {}\nrun `cargo xtask proto` and commit the result",
@@ -62,6 +50,27 @@ pub fn run(root: &Path, check: bool) -> Result<()> {
         fresh.len()
     );
     Ok(())
+}
+
+/// What differs between freshly generated files and the committed ones.
+fn differences(
+    fresh: &BTreeMap<String, Vec<u8>>,
+    committed: &BTreeMap<String, Vec<u8>>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, content) in fresh {
+        match committed.get(name) {
+            None => problems.push(format!("missing: {name}")),
+            Some(old) if old != content => problems.push(format!("differs: {name}")),
+            Some(_) => {}
+        }
+    }
+    for name in committed.keys() {
+        if !fresh.contains_key(name) {
+            problems.push(format!("not generated (stale): {name}"));
+        }
+    }
+    problems
 }
 
 /// Every `.proto` file under `dir`, as paths relative to it, sorted.
@@ -131,4 +140,44 @@ fn read_dir_files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
         }
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dirs() -> (PathBuf, PathBuf) {
+        let root = crate::workspace_root().join("buildkit-proto");
+        (root.join("proto"), root.join("src/generated"))
+    }
+
+    #[test]
+    fn committed_code_is_what_the_protos_generate() {
+        let (protos, generated) = dirs();
+        let fresh = generate(&protos).unwrap();
+        let committed = read_dir_files(&generated).unwrap();
+        assert_eq!(differences(&fresh, &committed), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_edited_or_stale_generated_file_is_reported() {
+        let (protos, generated) = dirs();
+        let fresh = generate(&protos).unwrap();
+        let mut committed = read_dir_files(&generated).unwrap();
+        committed
+            .get_mut("pb.rs")
+            .unwrap()
+            .extend_from_slice(b"// hand edit\n");
+        committed.insert("old.rs".into(), Vec::new());
+        committed.remove("fsutil.types.rs");
+        let problems = differences(&fresh, &committed);
+        assert_eq!(
+            problems,
+            vec![
+                "missing: fsutil.types.rs".to_string(),
+                "differs: pb.rs".to_string(),
+                "not generated (stale): old.rs".to_string(),
+            ]
+        );
+    }
 }
