@@ -77,3 +77,119 @@ impl TestEnv {
         )
     }
 }
+
+/// A name unique to this test process and call, for tags, containers and dirs.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The outcome of a REST `/build`.
+#[derive(Debug, Default)]
+pub struct RestBuild {
+    /// The image id from the `moby.image.id` aux message.
+    pub image_id: Option<String>,
+    /// Every progress message as received.
+    pub messages: Vec<serde_json::Value>,
+}
+
+/// `POST /build?<query>` with `body`, following the progress stream to its end.
+/// A build error becomes `Err` with the daemon's message.
+pub async fn rest_build(
+    docker: &docker_api::Docker,
+    query: &str,
+    body: docker_api::Body,
+) -> Result<RestBuild, String> {
+    use docker_api::http::{HeaderMap, HeaderValue, Method, header::CONTENT_TYPE};
+    use futures_util::StreamExt;
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    let resp = docker
+        .request_unbounded(Method::POST, &format!("/build?{query}"), headers, body)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = docker.json_stream::<serde_json::Value>(resp);
+    let mut out = RestBuild::default();
+    while let Some(msg) = stream.next().await {
+        let msg = msg.map_err(|e| e.to_string())?;
+        if let Some(err) = msg.get("error").and_then(|e| e.as_str()) {
+            return Err(err.to_string());
+        }
+        if msg.get("id").and_then(|v| v.as_str()) == Some("moby.image.id") {
+            out.image_id = msg["aux"]["ID"].as_str().map(str::to_string);
+        }
+        out.messages.push(msg);
+    }
+    Ok(out)
+}
+
+/// Runs `image` (with `cmd` if not empty) with no network, waits, and returns its exit
+/// code and its output (stdout and stderr interleaved), then removes the container.
+pub async fn run_image(docker: &docker_api::Docker, image: &str, cmd: &[&str]) -> (i64, String) {
+    use docker_api::Body;
+    use docker_api::http::{HeaderMap, Method};
+    let mut config = serde_json::json!({"Image": image, "HostConfig": {"NetworkMode": "none"}});
+    if !cmd.is_empty() {
+        config["Cmd"] = serde_json::json!(cmd);
+    }
+    let created: serde_json::Value = docker
+        .json(
+            Method::POST,
+            "/containers/create",
+            Some(Body::json(&config).unwrap()),
+        )
+        .await
+        .expect("creating a container");
+    let id = created["Id"].as_str().expect("container id").to_string();
+    docker
+        .call(Method::POST, &format!("/containers/{id}/start"), None)
+        .await
+        .expect("starting the container");
+    let waited: serde_json::Value = docker
+        .json(Method::POST, &format!("/containers/{id}/wait"), None)
+        .await
+        .expect("waiting for the container");
+    let resp = docker
+        .request(
+            Method::GET,
+            &format!("/containers/{id}/logs?stdout=1&stderr=1"),
+            HeaderMap::new(),
+            Body::empty(),
+        )
+        .await
+        .expect("reading logs");
+    use http_body_util::BodyExt;
+    let raw = resp.into_body().collect().await.unwrap().to_bytes();
+    // Docker's multiplexed log frames: 8-byte header (stream, 0, 0, 0, size BE u32).
+    let mut out = Vec::new();
+    let mut rest = &raw[..];
+    while rest.len() >= 8 {
+        let size = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        let end = (8 + size).min(rest.len());
+        out.extend_from_slice(&rest[8..end]);
+        rest = &rest[end..];
+    }
+    let _ = docker
+        .call(Method::DELETE, &format!("/containers/{id}?force=1"), None)
+        .await;
+    (
+        waited["StatusCode"].as_i64().unwrap_or(-1),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}
+
+/// Removes an image, ignoring errors (cleanup).
+pub async fn remove_image(docker: &docker_api::Docker, image: &str) {
+    let _ = docker
+        .call(
+            docker_api::http::Method::DELETE,
+            &format!("/images/{image}?force=1"),
+            None,
+        )
+        .await;
+}

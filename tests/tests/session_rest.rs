@@ -1,0 +1,350 @@
+//! buildkit-session against the real dockerd, through the REST `/build` with
+//! `version=2` and a session attached with the `/session` upgrade.
+
+use std::path::Path;
+
+use buildkit_session::context::{TarOptions, context_tar};
+use buildkit_session::{FileSync, Secrets, Session, SshForward, shared_key_for};
+use docker_api::Body;
+use tests::{TestEnv, remove_image, rest_build, run_image, unique};
+
+/// The seed's two-stage Dockerfile, on the local base image, plus a copy of the context.
+const TWO_STAGE: &str = "\
+FROM busybox:local AS builder1
+RUN touch bollard.txt
+FROM busybox:local AS builder2
+RUN --mount=type=bind,from=builder1,target=mnt cp mnt/bollard.txt buildkit-bollard.txt
+COPY . /ctx
+ENTRYPOINT [\"sh\", \"-c\", \"ls buildkit-bollard.txt && ls -a /ctx\"]
+";
+
+fn two_stage_context() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("Dockerfile"), TWO_STAGE).unwrap();
+    std::fs::write(d.path().join(".dockerignore"), "ignored.txt\n").unwrap();
+    std::fs::write(d.path().join("ignored.txt"), "must not be sent").unwrap();
+    std::fs::write(d.path().join("included.txt"), "sent").unwrap();
+    d
+}
+
+fn query(session: &str, tag: &str, remote: bool) -> String {
+    let mut q =
+        format!("version=2&session={session}&t={tag}&networkmode=host&dockerfile=Dockerfile&rm=1");
+    if remote {
+        q.push_str("&remote=client-session");
+    }
+    q
+}
+
+fn assert_two_stage_output(out: &str) {
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"buildkit-bollard.txt"), "{out}");
+    assert!(lines.contains(&"included.txt"), "{out}");
+    assert!(lines.contains(&"Dockerfile"), "{out}");
+    assert!(
+        !lines.contains(&"ignored.txt"),
+        ".dockerignored file reached the image: {out}"
+    );
+}
+
+#[tokio::test]
+async fn two_stage_build_with_the_context_over_filesync() {
+    let env = TestEnv::get();
+    let docker = env.docker();
+    let ctx = two_stage_context();
+    let files = FileSync::new()
+        .dir("context", ctx.path())
+        .dir("dockerfile", ctx.path());
+    let stats = files.stats();
+    let session = Session::new().attach(files);
+    let id = session.id().to_string();
+    let handle = session.run_on_docker(&docker).await.unwrap();
+    let tag = unique("bk-rest-fs");
+    let built = rest_build(&docker, &query(&id, &tag, true), Body::empty())
+        .await
+        .unwrap();
+    handle.close().await.unwrap();
+    assert!(
+        built
+            .image_id
+            .as_deref()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "{:?}",
+        built.messages
+    );
+    assert!(stats.files() >= 2, "FileSync sent {} files", stats.files());
+
+    let (code, out) = run_image(&docker, &tag, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_two_stage_output(&out);
+    remove_image(&docker, &tag).await;
+}
+
+#[tokio::test]
+async fn two_stage_build_with_the_context_as_a_streamed_tar() {
+    let env = TestEnv::get();
+    let docker = env.docker();
+    let ctx = two_stage_context();
+    let tar = context_tar(ctx.path(), &TarOptions::default()).unwrap();
+    let session = Session::new();
+    let id = session.id().to_string();
+    let handle = session.run_on_docker(&docker).await.unwrap();
+    let tag = unique("bk-rest-tar");
+    let built = rest_build(&docker, &query(&id, &tag, false), Body::reader(tar))
+        .await
+        .unwrap();
+    handle.close().await.unwrap();
+    assert!(built.image_id.is_some());
+    let (code, out) = run_image(&docker, &tag, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_two_stage_output(&out);
+    remove_image(&docker, &tag).await;
+}
+
+async fn build_dir(docker: &docker_api::Docker, dir: &Path, tag: &str) -> u64 {
+    let files = FileSync::new().dir("context", dir).dir("dockerfile", dir);
+    let stats = files.stats();
+    let session = Session::new()
+        .with_shared_key(shared_key_for(dir))
+        .attach(files);
+    let id = session.id().to_string();
+    let handle = session.run_on_docker(docker).await.unwrap();
+    rest_build(docker, &query(&id, tag, true), Body::empty())
+        .await
+        .unwrap();
+    handle.close().await.unwrap();
+    stats.bytes()
+}
+
+#[tokio::test]
+async fn a_rebuild_resends_only_the_changed_file() {
+    let env = TestEnv::get();
+    let docker = env.docker();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:local\nCOPY . /ctx\nRUN du -s /ctx\n",
+    )
+    .unwrap();
+    let chunk: Vec<u8> = (0..256 * 1024).map(|i| (i % 253) as u8).collect();
+    for d in 0..10 {
+        std::fs::create_dir_all(ctx.path().join(format!("d{d}"))).unwrap();
+        for f in 0..20 {
+            std::fs::write(ctx.path().join(format!("d{d}/f{f}.bin")), &chunk).unwrap();
+        }
+    }
+    let total = 200 * chunk.len() as u64;
+    let tag = unique("bk-rest-incr");
+    let first = build_dir(&docker, ctx.path(), &tag).await;
+    assert!(first >= total, "first build sent {first} bytes of {total}");
+
+    let changed = b"a different, shorter content".to_vec();
+    std::fs::write(ctx.path().join("d3/f7.bin"), &changed).unwrap();
+    let second = build_dir(&docker, ctx.path(), &tag).await;
+    assert_eq!(
+        second,
+        changed.len() as u64,
+        "the rebuild resent more than the changed file"
+    );
+    remove_image(&docker, &tag).await;
+}
+
+#[tokio::test]
+async fn secret_mount_gives_the_exact_bytes() {
+    let env = TestEnv::get();
+    let docker = env.docker();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:local\nRUN --mount=type=secret,id=s cat /run/secrets/s > /out\n",
+    )
+    .unwrap();
+    let secret = b"line one\n\tsecret \x01\x02 value\n".to_vec();
+    let session = Session::new()
+        .attach(
+            FileSync::new()
+                .dir("context", ctx.path())
+                .dir("dockerfile", ctx.path()),
+        )
+        .attach(Secrets::new().bytes("s", secret.clone()));
+    let id = session.id().to_string();
+    let handle = session.run_on_docker(&docker).await.unwrap();
+    let tag = unique("bk-rest-secret");
+    rest_build(&docker, &query(&id, &tag, true), Body::empty())
+        .await
+        .unwrap();
+    handle.close().await.unwrap();
+    let (code, out) = run_image(&docker, &tag, &["cat", "/out"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.as_bytes(), &secret[..]);
+    // The secret is not in any layer: the mount point is empty in the image.
+    let (_, ls) = run_image(
+        &docker,
+        &tag,
+        &["sh", "-c", "ls /run/secrets 2>/dev/null | wc -l"],
+    )
+    .await;
+    assert_eq!(ls.trim(), "0");
+    remove_image(&docker, &tag).await;
+}
+
+#[tokio::test]
+async fn a_missing_required_secret_fails_naming_it() {
+    let env = TestEnv::get();
+    let docker = env.docker();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:local\nRUN --mount=type=secret,id=api_token,required=true cat /run/secrets/api_token\n",
+    )
+    .unwrap();
+    let session = Session::new()
+        .attach(
+            FileSync::new()
+                .dir("context", ctx.path())
+                .dir("dockerfile", ctx.path()),
+        )
+        .attach(Secrets::new().bytes("other", b"x".to_vec()));
+    let id = session.id().to_string();
+    let handle = session.run_on_docker(&docker).await.unwrap();
+    let err = rest_build(
+        &docker,
+        &query(&id, &unique("bk-rest-nosecret"), true),
+        Body::empty(),
+    )
+    .await
+    .unwrap_err();
+    handle.close().await.unwrap();
+    assert!(err.contains("api_token"), "{err}");
+}
+
+/// A directory holding `binary` and the shared libraries `ldd` lists for it, laid out
+/// as a root filesystem.
+fn rootfs_with(binary: &str, root: &Path) {
+    let copy = |src: &Path| {
+        let dest = root.join(src.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(src, &dest).unwrap();
+    };
+    copy(Path::new(binary));
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(|p| p.trim_end_matches(':'));
+        if let Some(p) = path {
+            copy(&std::fs::canonicalize(p).unwrap());
+            // Keep the name the binary asks for, too (a symlink target is copied above).
+            let asked = Path::new(p);
+            let dest = root.join(asked.strip_prefix("/").unwrap());
+            if !dest.exists() {
+                std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                std::fs::copy(asked, &dest).unwrap();
+            }
+        }
+    }
+}
+
+/// An ssh-agent holding a fresh ed25519 key; killed on drop.
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    public_key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("agent")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent (openssh-client) is installed by env up");
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let key = dir.path().join("id_ed25519");
+        let st = std::process::Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "buildkit-rs-test",
+                "-f",
+            ])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = std::process::Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let public_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        Self {
+            child,
+            socket,
+            public_key,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn ssh_mount_reaches_a_real_agent() {
+    let env = TestEnv::get();
+    let docker = env.docker();
+    let agent = Agent::start();
+    let ctx = tempfile::tempdir().unwrap();
+    rootfs_with("/usr/bin/ssh-add", &ctx.path().join("sshroot"));
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox:local\nCOPY sshroot/ /\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && ssh-add -L > /keys\n",
+    )
+    .unwrap();
+    let session = Session::new()
+        .attach(
+            FileSync::new()
+                .dir("context", ctx.path())
+                .dir("dockerfile", ctx.path()),
+        )
+        .attach(SshForward::new().agent("default", &agent.socket));
+    let id = session.id().to_string();
+    let handle = session.run_on_docker(&docker).await.unwrap();
+    let tag = unique("bk-rest-ssh");
+    rest_build(&docker, &query(&id, &tag, true), Body::empty())
+        .await
+        .unwrap();
+    handle.close().await.unwrap();
+    let (code, keys) = run_image(&docker, &tag, &["cat", "/keys"]).await;
+    assert_eq!(code, 0);
+    // `ssh-add -L` prints "type base64 comment", as the .pub file has it.
+    assert_eq!(keys.trim(), agent.public_key.trim());
+    remove_image(&docker, &tag).await;
+}
