@@ -101,6 +101,10 @@ pub struct Capabilities {
     pub multiple_exporters: bool,
     /// Platforms the workers can build, `os/arch[/variant]`.
     pub platforms: Vec<String>,
+    /// Whether the Dockerfile frontend takes named contexts (BuildKit v0.10+).
+    pub named_contexts: bool,
+    /// Whether the daemon makes attestations (BuildKit v0.11+).
+    pub attestations: bool,
 }
 
 fn set(items: &[&str]) -> BTreeSet<String> {
@@ -166,10 +170,8 @@ impl Capabilities {
                 set(&["registry"]),
             ),
         };
-        let multiple_exporters = version
-            .as_deref()
-            .and_then(parse_version)
-            .is_some_and(|v| v >= (0, 13));
+        let parsed = version.as_deref().and_then(parse_version);
+        let multiple_exporters = parsed.is_some_and(|v| v >= (0, 13));
         let mut platforms: Vec<String> = workers
             .iter()
             .flat_map(|w| w.platforms.iter())
@@ -198,6 +200,8 @@ impl Capabilities {
             cache_imports,
             multiple_exporters,
             platforms,
+            named_contexts: parsed.is_some_and(|v| v >= (0, 10)),
+            attestations: parsed.is_some_and(|v| v >= (0, 11)),
         }
     }
 
@@ -243,6 +247,29 @@ impl Capabilities {
             what: format!("cache import from {backend:?}"),
             instead: self.instead(),
         })
+    }
+
+    /// Fails when frontend attrs need a newer daemon: named contexts (`context:*`) and
+    /// attestations (`attest:*`). Nothing is sent, so an old frontend never mistakes a
+    /// context name for an image to pull from Docker Hub.
+    pub fn check_frontend_attrs<'a>(&self, keys: impl IntoIterator<Item = &'a String>) -> Result<()> {
+        let old = |what: &str, since: &str| Error::Unsupported {
+            driver: self.driver.clone(),
+            what: what.to_string(),
+            instead: format!(
+                "its BuildKit{} predates them ({since}): use the docker-container or remote driver, or a newer Docker Engine",
+                self.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
+            ),
+        };
+        for k in keys {
+            if k.starts_with("context:") && !self.named_contexts {
+                return Err(old("named contexts (--build-context)", "BuildKit v0.10"));
+            }
+            if k.starts_with("attest:") && !self.attestations {
+                return Err(old("attestations (SBOM, provenance)", "BuildKit v0.11"));
+            }
+        }
+        Ok(())
     }
 
     /// Fails when several exporters are asked of a daemon that takes one.

@@ -562,6 +562,7 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
         caps.check_exporter(&o.exporter_type())?;
     }
     caps.check_exporter_count(build.outputs.len())?;
+    caps.check_frontend_attrs(build.attrs.keys())?;
     for c in &build.cache_exports {
         caps.check_cache_export(&c.backend_type())?;
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use buildkit_session::context::{TarOptions, context_tar};
 use buildkit_session::{FileSync, Secrets, Session, SshForward, shared_key_for};
 use docker_api::Body;
-use tests::{TestEnv, remove_image, rest_build, run_image, unique};
+use tests::{Agent, TestEnv, remove_image, rest_build, rootfs_with, run_image, unique};
 
 /// The seed's two-stage Dockerfile, on the local base image, plus a copy of the context.
 const TWO_STAGE: &str = "\
@@ -216,104 +216,6 @@ async fn a_missing_required_secret_fails_naming_it() {
     .unwrap_err();
     handle.close().await.unwrap();
     assert!(err.contains("api_token"), "{err}");
-}
-
-/// A directory holding `binary` and the shared libraries `ldd` lists for it, laid out
-/// as a root filesystem.
-fn rootfs_with(binary: &str, root: &Path) {
-    let copy = |src: &Path| {
-        let dest = root.join(src.strip_prefix("/").unwrap());
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(src, &dest).unwrap();
-    };
-    copy(Path::new(binary));
-    let out = std::process::Command::new("ldd")
-        .arg(binary)
-        .output()
-        .unwrap();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let path = line
-            .split_whitespace()
-            .find(|w| w.starts_with('/'))
-            .map(|p| p.trim_end_matches(':'));
-        if let Some(p) = path {
-            copy(&std::fs::canonicalize(p).unwrap());
-            // Keep the name the binary asks for, too (a symlink target is copied above).
-            let asked = Path::new(p);
-            let dest = root.join(asked.strip_prefix("/").unwrap());
-            if !dest.exists() {
-                std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-                std::fs::copy(asked, &dest).unwrap();
-            }
-        }
-    }
-}
-
-/// An ssh-agent holding a fresh ed25519 key; killed on drop.
-struct Agent {
-    child: std::process::Child,
-    socket: std::path::PathBuf,
-    public_key: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("agent")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let socket = dir.path().join("agent.sock");
-        let child = std::process::Command::new("ssh-agent")
-            .args(["-D", "-a"])
-            .arg(&socket)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("ssh-agent (openssh-client) is installed by env up");
-        for _ in 0..100 {
-            if socket.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let key = dir.path().join("id_ed25519");
-        let st = std::process::Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "buildkit-rs-test",
-                "-f",
-            ])
-            .arg(&key)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let st = std::process::Command::new("ssh-add")
-            .arg(&key)
-            .env("SSH_AUTH_SOCK", &socket)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let public_key = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-        Self {
-            child,
-            socket,
-            public_key,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
