@@ -77,3 +77,117 @@ impl TestEnv {
         )
     }
 }
+
+/// A name no other test run uses: `prefix-<pid>-<counter>-<nanos>`, lowercase so it
+/// is a valid image repository, container and volume name.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A ustar archive of regular files held in memory, for small build contexts.
+pub fn tar_archive(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in files {
+        assert!(name.len() < 100, "tar_archive takes short names only");
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// What a [`Cleanup`] removes.
+#[derive(Debug, Clone)]
+pub enum Leftover {
+    /// A container (force-removed with its anonymous volumes).
+    Container(String),
+    /// An image reference or id (force-removed).
+    Image(String),
+    /// A volume.
+    Volume(String),
+}
+
+/// Removes a daemon object when dropped, so a failed assertion leaves nothing behind.
+///
+/// The removal runs on a fresh client in its own thread and runtime: the test's
+/// runtime may be the one blocked in this `drop`.
+#[derive(Debug)]
+pub struct Cleanup {
+    docker_host: String,
+    what: Leftover,
+}
+
+impl Cleanup {
+    /// Removes `what` from the test dockerd when dropped.
+    pub fn new(env: &TestEnv, what: Leftover) -> Self {
+        Self {
+            docker_host: env.docker_host.clone(),
+            what,
+        }
+    }
+
+    /// The id or name being guarded.
+    pub fn id(&self) -> &str {
+        match &self.what {
+            Leftover::Container(s) | Leftover::Image(s) | Leftover::Volume(s) => s,
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let host = self.docker_host.clone();
+        let what = self.what.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                let Ok(docker) = docker_api::Docker::connect(&host) else {
+                    return;
+                };
+                match what {
+                    Leftover::Container(id) => {
+                        let opts = docker_api::containers::RemoveContainerOptions::new()
+                            .force(true)
+                            .volumes(true);
+                        let _ = docker.containers().remove(&id, &opts).await;
+                    }
+                    Leftover::Image(name) => {
+                        let opts = docker_api::images::RemoveImageOptions::new().force(true);
+                        let _ = docker.images().remove(&name, &opts).await;
+                    }
+                    Leftover::Volume(name) => {
+                        let _ = docker.volumes().remove(&name, true).await;
+                    }
+                }
+            })
+        })
+        .join();
+    }
+}
