@@ -31,6 +31,11 @@
 //! # Ok(()) }
 //! ```
 
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+
 mod auth;
 mod body;
 mod client;

@@ -220,8 +220,10 @@ mod tests {
             err.contains("no PEM certificate") && err.contains("empty.pem"),
             "{err}"
         );
-        let mut half = TlsOptions::default();
-        half.cert = Some(empty);
+        let half = TlsOptions {
+            cert: Some(empty),
+            ..TlsOptions::default()
+        };
         let err = half.client_config().unwrap_err();
         assert!(err.contains("without its key"), "{err}");
     }

@@ -44,8 +44,8 @@ async fn build_unique(docker: &Docker, tag: &str) -> String {
         .await
         .unwrap();
     aux.iter()
-        .filter_map(|m| m.aux_as::<BuildAux>())
-        .last()
+        .rev()
+        .find_map(|m| m.aux_as::<BuildAux>())
         .expect("a classic build reports the image id")
         .id
 }
@@ -122,8 +122,8 @@ async fn classic_build_with_options_then_run() {
     // Each stage reports its image; the final one is the result.
     let id = messages
         .iter()
-        .filter_map(|m| m.aux_as::<BuildAux>())
-        .last()
+        .rev()
+        .find_map(|m| m.aux_as::<BuildAux>())
         .expect("the image id comes as aux")
         .id;
 
