@@ -138,7 +138,10 @@ impl<'a> Exec<'a> {
                 return Ok(code);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(self.docker.err(ErrorKind::Timeout));
+                return Err(self.docker.err(ErrorKind::Transport(format!(
+                    "exec {id} reported no exit code within 10 s (running: {})",
+                    i.running
+                ))));
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(200));
