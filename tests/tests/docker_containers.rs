@@ -48,6 +48,8 @@ async fn container_lifecycle_with_logs_wait_list_and_inspect() {
         .bind(format!("{volume}:/named"))
         .volume("/anon")
         .network_mode("none")
+        // Privileged containers cannot start in this sandbox ("unable to apply
+        // caps"); the field's serialisation has a unit test.
         .privileged(false);
     let created = docker.containers().create(&config).await.unwrap();
     let _volume_guard = Cleanup::new(&env, Leftover::Volume(volume.clone()));
@@ -112,7 +114,9 @@ async fn container_lifecycle_with_logs_wait_list_and_inspect() {
     assert!(cfg.env.contains(&"GREETING=hello".to_string()), "{cfg:?}");
     assert_eq!(cfg.labels.get("docker-api-test"), Some(&label));
     assert_eq!(info.name.as_deref(), Some(&*format!("/{label}")));
-    assert_eq!(info.host_config.unwrap().network_mode, "none");
+    let host = info.host_config.unwrap();
+    assert_eq!(host.network_mode, "none");
+    assert!(!host.privileged);
     assert!(
         info.mounts
             .iter()

@@ -422,3 +422,29 @@ async fn daemon_errors_carry_status_and_message() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn import_creates_an_image_from_a_streamed_rootfs() {
+    let env = TestEnv::get();
+    let docker = env.docker();
+    let tag = format!("{}:v1", unique_name("docker-api-import"));
+    let _image = Cleanup::new(&env, Leftover::Image(tag.clone()));
+    let rootfs = tar_archive(&[("etc/imported", b"yes\n"), ("README", b"a rootfs\n")]);
+    let messages: Vec<_> = docker
+        .images()
+        .import(&tag, streamed(rootfs))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    // The import answers with the new image id as its status.
+    let id = messages
+        .iter()
+        .find_map(|m| m.status.clone())
+        .expect("import reports the image id");
+    let inspect = docker.images().inspect(&tag).await.unwrap();
+    assert_eq!(inspect.id, id.trim());
+    assert_eq!(inspect.root_fs.unwrap().layers.len(), 1);
+    assert_eq!(inspect.size, Some(13));
+}
