@@ -4,7 +4,8 @@
 //! example in release mode); run it with
 //!
 //! ```text
-//! BUILDKIT_RS_STATE=.state cargo test -p tests --test docker_load_rss -- --ignored --nocapture
+//! cargo xtask env up   # if the daemons are not running yet
+//! cargo test -p tests --test docker_load_rss -- --ignored --nocapture
 //! ```
 //!
 //! `DOCKER_API_RSS_MIB` changes the size (default 1024).
@@ -32,7 +33,14 @@ async fn loading_a_1_gib_generated_tar_keeps_peak_rss_under_64_mib() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(workspace)
-        .args(["run", "--quiet", "-p", "docker-api", "--release"])
+        .args([
+            "run",
+            "--quiet",
+            "--locked",
+            "-p",
+            "docker-api",
+            "--release",
+        ])
         .args(["--example", "load_generated", "--"])
         .args(["--size-mib", &size_mib.to_string(), "--tag", &tag])
         .env("DOCKER_HOST", &env.docker_host)
