@@ -99,10 +99,15 @@ impl Default for DockerBuilder {
 
 impl DockerBuilder {
     /// The daemon address (`unix:///var/run/docker.sock`, `tcp://host:2376`).
+    /// `https://host:port` also turns TLS on (trusting the public web PKI) unless
+    /// [`DockerBuilder::tls`] says otherwise.
     pub fn address(mut self, addr: &str) -> Self {
         match Endpoint::parse(addr) {
             Ok(e) => self.endpoint = Some(e),
             Err(e) => self.error = Some(e),
+        }
+        if addr.trim().starts_with("https://") && self.tls.is_none() {
+            self.tls = Some(TlsOptions::default());
         }
         self
     }
@@ -125,9 +130,10 @@ impl DockerBuilder {
         self
     }
 
-    /// The limit for ordinary calls (default 120 s); `None` for no limit. Streams
-    /// (build, logs, events, pull, push, load, save) are limited only until their
-    /// response starts.
+    /// The limit for ordinary calls (default 120 s); `None` for no limit. Streamed
+    /// answers (logs, events) are limited only until their response starts; calls
+    /// whose answer only starts after long work (build, pull, push, load, save,
+    /// wait, stop, build-cache prune) have no limit.
     pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
         self
@@ -142,16 +148,26 @@ impl DockerBuilder {
     /// Reads `DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH` and
     /// `DOCKER_API_VERSION`, as the Docker CLI does. Values set on the builder
     /// before this call are overwritten by the variables that are set.
-    pub fn from_env(mut self) -> Self {
-        if let Some(host) = env_nonempty("DOCKER_HOST") {
+    ///
+    /// TLS applies to TCP addresses when `DOCKER_TLS_VERIFY` is set (and not `0`) or
+    /// `DOCKER_CERT_PATH` is set, with `ca.pem`, `cert.pem` and `key.pem` from
+    /// `DOCKER_CERT_PATH` (default `~/.docker`). Unlike the CLI, the server's
+    /// certificate is always verified.
+    pub fn from_env(self) -> Self {
+        self.apply_vars(env_nonempty)
+    }
+
+    fn apply_vars(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
+        if let Some(host) = var("DOCKER_HOST") {
             self = self.address(&host);
         }
-        if env_nonempty("DOCKER_TLS_VERIFY").is_some_and(|v| v != "0") {
-            let dir = env_nonempty("DOCKER_CERT_PATH")
+        let verify = var("DOCKER_TLS_VERIFY").is_some_and(|v| v != "0");
+        let cert_path = var("DOCKER_CERT_PATH");
+        let tcp = matches!(self.endpoint, Some(Endpoint::Tcp { .. }));
+        if tcp && (verify || cert_path.is_some()) {
+            let dir = cert_path
                 .map(std::path::PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
-                });
+                .or_else(|| var("HOME").map(|h| std::path::PathBuf::from(h).join(".docker")));
             match dir {
                 Some(dir) => self.tls = Some(TlsOptions::from_cert_dir(dir)),
                 None => {
@@ -161,7 +177,7 @@ impl DockerBuilder {
                 }
             }
         }
-        if let Some(v) = env_nonempty("DOCKER_API_VERSION") {
+        if let Some(v) = var("DOCKER_API_VERSION") {
             match v.parse() {
                 Ok(v) => self.api_version = Some(v),
                 Err(e) => self.error = Some(format!("DOCKER_API_VERSION: {e}")),
@@ -697,3 +713,91 @@ impl Docker {
 }
 
 use http_body::Body as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn environment_like_the_cli() {
+        let b = DockerBuilder::default().apply_vars(vars(&[
+            ("DOCKER_HOST", "tcp://127.0.0.1:2376"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", "/certs"),
+            ("DOCKER_API_VERSION", "1.41"),
+        ]));
+        assert_eq!(
+            b.endpoint,
+            Some(Endpoint::Tcp {
+                host: "127.0.0.1".into(),
+                port: 2376
+            })
+        );
+        assert_eq!(b.api_version, Some(ApiVersion::new(1, 41)));
+        // Missing files are left out, so only the directory is checked here.
+        assert!(b.tls.is_some());
+        assert!(b.error.is_none());
+
+        // The default certificate directory is ~/.docker.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(".docker")).unwrap();
+        std::fs::write(dir.path().join(".docker/ca.pem"), "").unwrap();
+        let home = dir.path().to_str().unwrap();
+        let b = DockerBuilder::default().apply_vars(vars(&[
+            ("DOCKER_HOST", "tcp://h:1"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("HOME", home),
+        ]));
+        assert_eq!(b.tls.unwrap().ca, Some(dir.path().join(".docker/ca.pem")));
+
+        // TLS never applies to unix sockets, and DOCKER_TLS_VERIFY=0 is off.
+        let b = DockerBuilder::default().apply_vars(vars(&[
+            ("DOCKER_HOST", "unix:///run/d.sock"),
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("DOCKER_CERT_PATH", "/certs"),
+        ]));
+        assert!(b.tls.is_none());
+        let b = DockerBuilder::default().apply_vars(vars(&[
+            ("DOCKER_HOST", "tcp://h:1"),
+            ("DOCKER_TLS_VERIFY", "0"),
+        ]));
+        assert!(b.tls.is_none());
+
+        // Nothing set: the default socket, negotiated version.
+        let b = DockerBuilder::default().apply_vars(vars(&[]));
+        assert!(b.endpoint.is_none() && b.tls.is_none() && b.api_version.is_none());
+        let d = b.build().unwrap();
+        assert_eq!(d.endpoint(), format!("unix://{DEFAULT_SOCKET}"));
+    }
+
+    #[test]
+    fn bad_environment_is_a_config_error_naming_the_variable() {
+        let err = DockerBuilder::default()
+            .apply_vars(vars(&[("DOCKER_API_VERSION", "latest")]))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Config(_)), "{err}");
+        assert!(err.to_string().contains("DOCKER_API_VERSION"), "{err}");
+        let err = DockerBuilder::default()
+            .apply_vars(vars(&[("DOCKER_HOST", "ssh://me@host")]))
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("not a supported address"), "{err}");
+    }
+
+    #[test]
+    fn https_addresses_turn_tls_on() {
+        let b = DockerBuilder::default().address("https://docker.example.com:2376");
+        assert!(b.tls.is_some());
+        let b = DockerBuilder::default().address("tcp://docker.example.com:2376");
+        assert!(b.tls.is_none());
+    }
+}

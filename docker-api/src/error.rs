@@ -146,7 +146,10 @@ impl fmt::Display for Error {
                 Ok(())
             }
             ErrorKind::Decode(m) => write!(f, "unexpected response: {m}"),
-            ErrorKind::Timeout => write!(f, "timed out"),
+            ErrorKind::Timeout => write!(
+                f,
+                "timed out (the limit is set with DockerBuilder::timeout and connect_timeout)"
+            ),
             ErrorKind::Stream(m) => write!(f, "{m}"),
         }
     }

@@ -47,9 +47,27 @@ impl TlsOptions {
         }
     }
 
+    /// Trust only the CAs in this PEM bundle (instead of the public web PKI).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate (PEM chain) and key (PEM) for mutual TLS.
+    pub fn client_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.cert = Some(cert.into());
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Verify this name in the server's certificate instead of the host dialled.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
     /// Builds the rustls client configuration.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
-        let provider = crypto_provider()?;
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca {
             Some(ca) => {
@@ -61,22 +79,26 @@ impl TlsOptions {
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS protocol versions: {e}"))?
-            .with_root_certificates(roots);
-        let config = match (&self.cert, &self.key) {
+        let identity = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => {
                 let chain = read_certs(cert)?;
                 let key = PrivateKeyDer::from_pem_file(key)
                     .map_err(|e| format!("reading private key {}: {e}", key.display()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("client certificate {}: {e}", cert.display()))?
+                Some((cert, chain, key))
             }
-            (None, None) => builder.with_no_client_auth(),
+            (None, None) => None,
             (Some(_), None) => return Err("a client certificate was given without its key".into()),
             (None, Some(_)) => return Err("a client key was given without its certificate".into()),
+        };
+        let builder = ClientConfig::builder_with_provider(crypto_provider()?)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS protocol versions: {e}"))?
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate {}: {e}", cert.display()))?,
+            None => builder.with_no_client_auth(),
         };
         Ok(Arc::new(config))
     }
@@ -132,4 +154,77 @@ where
         )
     })?;
     TlsConnector::from(config).connect(name, io).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With no bundled provider and none installed, the error says what to do.
+    #[cfg(not(feature = "ring"))]
+    #[test]
+    fn providerless_without_an_installed_provider_is_a_clear_error() {
+        assert!(CryptoProvider::get_default().is_none());
+        let err = TlsOptions::default().client_config().unwrap_err();
+        assert!(
+            err.contains("no rustls CryptoProvider is installed"),
+            "{err}"
+        );
+        assert!(err.contains("install_default"), "{err}");
+
+        let err = crate::Docker::builder()
+            .address("tcp://127.0.0.1:2376")
+            .tls(TlsOptions::default())
+            .build()
+            .unwrap_err();
+        assert!(matches!(err.kind(), crate::ErrorKind::Config(_)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("tcp://127.0.0.1:2376"), "{text}");
+        assert!(text.contains("CryptoProvider"), "{text}");
+    }
+
+    /// The bundled provider is used when none is installed.
+    #[cfg(feature = "ring")]
+    #[test]
+    fn the_bundled_provider_needs_no_setup() {
+        let config = TlsOptions::default().client_config().unwrap();
+        assert!(!config.crypto_provider().cipher_suites.is_empty());
+        crate::Docker::builder()
+            .address("tcp://127.0.0.1:2376")
+            .tls(TlsOptions::default())
+            .build()
+            .unwrap();
+    }
+
+    #[test]
+    fn unreadable_or_mismatched_files_are_config_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = TlsOptions::from_cert_dir(dir.path());
+        assert!(opts.ca.is_none() && opts.cert.is_none() && opts.key.is_none());
+        let missing = dir.path().join("nope.pem");
+        let err = TlsOptions::default()
+            .ca_file(&missing)
+            .client_config()
+            .unwrap_err();
+        assert!(
+            err.contains("reading certificates") && err.contains("nope.pem"),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let err = TlsOptions::default()
+            .client_identity(&empty, &missing)
+            .client_config()
+            .unwrap_err();
+        assert!(
+            err.contains("no PEM certificate") && err.contains("empty.pem"),
+            "{err}"
+        );
+        let half = TlsOptions {
+            cert: Some(empty),
+            ..TlsOptions::default()
+        };
+        let err = half.client_config().unwrap_err();
+        assert!(err.contains("without its key"), "{err}");
+    }
 }

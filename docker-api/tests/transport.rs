@@ -143,3 +143,33 @@ async fn a_missing_socket_names_the_address_and_docker_host() {
     assert!(text.contains("DOCKER_HOST"), "{text}");
     assert!(text.contains("No such file or directory"), "{text}");
 }
+
+#[tokio::test]
+async fn a_silent_daemon_times_out_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("silent.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    // Accepts and reads, never answers.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            held.push(s);
+        }
+    });
+    let docker = Docker::builder()
+        .address(&format!("unix://{}", sock.display()))
+        .api_version(ApiVersion::new(1, 41))
+        .timeout(Some(std::time::Duration::from_millis(300)))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = docker.system().info().await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let text = err.to_string();
+    assert!(
+        text.contains("timed out") && text.contains("silent.sock"),
+        "{text}"
+    );
+}

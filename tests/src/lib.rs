@@ -78,15 +78,118 @@ impl TestEnv {
     }
 }
 
-/// A name unique to this test process and call, for tags, containers and dirs.
-pub fn unique(prefix: &str) -> String {
+/// A name no other test run uses: `prefix-<pid>-<counter>-<nanos>`, lowercase so it
+/// is a valid image repository, container and volume name.
+pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!(
-        "{prefix}-{}-{}",
+        "{prefix}-{}-{}-{nanos}",
         std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
+        COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A ustar archive of regular files held in memory, for small build contexts.
+pub fn tar_archive(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in files {
+        assert!(name.len() < 100, "tar_archive takes short names only");
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+/// What a [`Cleanup`] removes.
+#[derive(Debug, Clone)]
+pub enum Leftover {
+    /// A container (force-removed with its anonymous volumes).
+    Container(String),
+    /// An image reference or id (force-removed).
+    Image(String),
+    /// A volume.
+    Volume(String),
+}
+
+/// Removes a daemon object when dropped, so a failed assertion leaves nothing behind.
+///
+/// The removal runs on a fresh client in its own thread and runtime: the test's
+/// runtime may be the one blocked in this `drop`.
+#[derive(Debug)]
+pub struct Cleanup {
+    docker_host: String,
+    what: Leftover,
+}
+
+impl Cleanup {
+    /// Removes `what` from the test dockerd when dropped.
+    pub fn new(env: &TestEnv, what: Leftover) -> Self {
+        Self {
+            docker_host: env.docker_host.clone(),
+            what,
+        }
+    }
+
+    /// The id or name being guarded.
+    pub fn id(&self) -> &str {
+        match &self.what {
+            Leftover::Container(s) | Leftover::Image(s) | Leftover::Volume(s) => s,
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let host = self.docker_host.clone();
+        let what = self.what.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(async {
+                let Ok(docker) = docker_api::Docker::connect(&host) else {
+                    return;
+                };
+                match what {
+                    Leftover::Container(id) => {
+                        let opts = docker_api::containers::RemoveContainerOptions::new()
+                            .force(true)
+                            .volumes(true);
+                        let _ = docker.containers().remove(&id, &opts).await;
+                    }
+                    Leftover::Image(name) => {
+                        let opts = docker_api::images::RemoveImageOptions::new().force(true);
+                        let _ = docker.images().remove(&name, &opts).await;
+                    }
+                    Leftover::Volume(name) => {
+                        let _ = docker.volumes().remove(&name, true).await;
+                    }
+                }
+            })
+        })
+        .join();
+    }
 }
 
 /// The outcome of a REST `/build`.
@@ -95,33 +198,27 @@ pub struct RestBuild {
     /// The image id from the `moby.image.id` aux message.
     pub image_id: Option<String>,
     /// Every progress message as received.
-    pub messages: Vec<serde_json::Value>,
+    pub messages: Vec<docker_api::ProgressMessage>,
 }
 
-/// `POST /build?<query>` with `body`, following the progress stream to its end.
-/// A build error becomes `Err` with the daemon's message.
+/// A REST `/build` with `options` and `context` as the body, followed to its end. A
+/// build error becomes `Err` with the daemon's message.
 pub async fn rest_build(
     docker: &docker_api::Docker,
-    query: &str,
-    body: docker_api::Body,
+    options: &docker_api::BuildOptions,
+    context: docker_api::Body,
 ) -> Result<RestBuild, String> {
-    use docker_api::http::{HeaderMap, HeaderValue, Method, header::CONTENT_TYPE};
     use futures_util::StreamExt;
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
-    let resp = docker
-        .request_unbounded(Method::POST, &format!("/build?{query}"), headers, body)
+    let mut stream = docker
+        .images()
+        .build(options, context)
         .await
         .map_err(|e| e.to_string())?;
-    let mut stream = docker.json_stream::<serde_json::Value>(resp);
     let mut out = RestBuild::default();
     while let Some(msg) = stream.next().await {
-        let msg = msg.map_err(|e| e.to_string())?;
-        if let Some(err) = msg.get("error").and_then(|e| e.as_str()) {
-            return Err(err.to_string());
-        }
-        if msg.get("id").and_then(|v| v.as_str()) == Some("moby.image.id") {
-            out.image_id = msg["aux"]["ID"].as_str().map(str::to_string);
+        let msg = msg.map_err(|e| e.message().map(str::to_string).unwrap_or_else(|| e.to_string()))?;
+        if msg.id.as_deref() == Some("moby.image.id") {
+            out.image_id = msg.aux_as::<docker_api::images::BuildAux>().map(|a| a.id);
         }
         out.messages.push(msg);
     }
@@ -129,69 +226,41 @@ pub async fn rest_build(
 }
 
 /// Runs `image` (with `cmd` if not empty) with no network, waits, and returns its exit
-/// code and its output (stdout and stderr interleaved), then removes the container.
+/// code and its output (stdout and stderr in order), then removes the container.
 pub async fn run_image(docker: &docker_api::Docker, image: &str, cmd: &[&str]) -> (i64, String) {
-    use docker_api::Body;
-    use docker_api::http::{HeaderMap, Method};
-    let mut config = serde_json::json!({"Image": image, "HostConfig": {"NetworkMode": "none"}});
+    use docker_api::containers::{LogsOptions, RemoveContainerOptions, WaitCondition};
+    use futures_util::StreamExt;
+    let mut config = docker_api::ContainerConfig::new(image).network_mode("none");
     if !cmd.is_empty() {
-        config["Cmd"] = serde_json::json!(cmd);
+        config = config.cmd(cmd.iter().copied());
     }
-    let created: serde_json::Value = docker
-        .json(
-            Method::POST,
-            "/containers/create",
-            Some(Body::json(&config).unwrap()),
-        )
-        .await
-        .expect("creating a container");
-    let id = created["Id"].as_str().expect("container id").to_string();
-    docker
-        .call(Method::POST, &format!("/containers/{id}/start"), None)
-        .await
-        .expect("starting the container");
-    let waited: serde_json::Value = docker
-        .json(Method::POST, &format!("/containers/{id}/wait"), None)
+    let created = docker.containers().create(&config).await.expect("creating a container");
+    docker.containers().start(&created.id).await.expect("starting the container");
+    let exit = docker
+        .containers()
+        .wait(&created.id, WaitCondition::NotRunning)
         .await
         .expect("waiting for the container");
-    let resp = docker
-        .request(
-            Method::GET,
-            &format!("/containers/{id}/logs?stdout=1&stderr=1"),
-            HeaderMap::new(),
-            Body::empty(),
-        )
+    let mut logs = docker
+        .containers()
+        .logs(&created.id, &LogsOptions::new())
         .await
         .expect("reading logs");
-    use http_body_util::BodyExt;
-    let raw = resp.into_body().collect().await.unwrap().to_bytes();
-    // Docker's multiplexed log frames: 8-byte header (stream, 0, 0, 0, size BE u32).
     let mut out = Vec::new();
-    let mut rest = &raw[..];
-    while rest.len() >= 8 {
-        let size = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
-        let end = (8 + size).min(rest.len());
-        out.extend_from_slice(&rest[8..end]);
-        rest = &rest[end..];
+    while let Some(piece) = logs.next().await {
+        out.extend_from_slice(&piece.expect("log stream").data);
     }
     let _ = docker
-        .call(Method::DELETE, &format!("/containers/{id}?force=1"), None)
+        .containers()
+        .remove(&created.id, &RemoveContainerOptions::new().force(true))
         .await;
-    (
-        waited["StatusCode"].as_i64().unwrap_or(-1),
-        String::from_utf8_lossy(&out).into_owned(),
-    )
+    (exit.status_code, String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Removes an image, ignoring errors (cleanup).
 pub async fn remove_image(docker: &docker_api::Docker, image: &str) {
-    let _ = docker
-        .call(
-            docker_api::http::Method::DELETE,
-            &format!("/images/{image}?force=1"),
-            None,
-        )
-        .await;
+    let opts = docker_api::images::RemoveImageOptions::new().force(true);
+    let _ = docker.images().remove(image, &opts).await;
 }
 
 /// Copies `binary` and the shared libraries `ldd` lists for it into `root`, laid out

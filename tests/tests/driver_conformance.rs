@@ -11,7 +11,7 @@ use buildkit_driver::{Build, Driver, Moby, NamedContext, Network, Output, Remote
 use buildkit_export::{DockerLoad, Moby as MobyOutput};
 use buildkit_session::{Secrets, SshForward};
 use futures_util::StreamExt;
-use tests::{Agent, TestEnv, remove_image, rootfs_with, run_image, unique};
+use tests::{Agent, TestEnv, remove_image, rootfs_with, run_image, unique_name as unique};
 
 /// The image output that lands in dockerd for this driver.
 fn image_output(driver: &dyn Driver, env: &TestEnv, tag: &str) -> Box<dyn Output> {
@@ -103,14 +103,10 @@ async fn args_target_labels(driver: &dyn Driver) {
     build_image(driver, &env, build, &tag).await.unwrap();
     let (code, out) = run_image(&env.docker(), &tag, &["cat", "/greeting"]).await;
     assert_eq!((code, out.as_str()), (0, "hello-conformance\n"));
-    let inspect: serde_json::Value = env
-        .docker()
-        .json(docker_api::http::Method::GET, &format!("/images/{tag}/json"), None)
-        .await
-        .unwrap();
-    let labels = &inspect["Config"]["Labels"];
-    assert_eq!(labels["org.example.conformance"], "yes", "{inspect}");
-    assert_eq!(labels["org.example.driver"], driver.name(), "{inspect}");
+    let inspect = env.docker().images().inspect(&tag).await.unwrap();
+    let labels = inspect.config.map(|c| c.labels).unwrap_or_default();
+    assert_eq!(labels.get("org.example.conformance").map(String::as_str), Some("yes"), "{labels:?}");
+    assert_eq!(labels.get("org.example.driver").map(String::as_str), Some(driver.name()), "{labels:?}");
     remove_image(&env.docker(), &tag).await;
 }
 

@@ -6,7 +6,9 @@ use std::path::Path;
 use buildkit_session::context::{TarOptions, context_tar};
 use buildkit_session::{FileSync, Secrets, Session, SshForward, shared_key_for};
 use docker_api::Body;
-use tests::{Agent, TestEnv, remove_image, rest_build, rootfs_with, run_image, unique};
+use docker_api::BuildOptions;
+use docker_api::images::BuilderVersion;
+use tests::{Agent, TestEnv, remove_image, rest_build, rootfs_with, run_image, unique_name as unique};
 
 /// The seed's two-stage Dockerfile, on the local base image, plus a copy of the context.
 const TWO_STAGE: &str = "\
@@ -27,13 +29,18 @@ fn two_stage_context() -> tempfile::TempDir {
     d
 }
 
-fn query(session: &str, tag: &str, remote: bool) -> String {
-    let mut q =
-        format!("version=2&session={session}&t={tag}&networkmode=host&dockerfile=Dockerfile&rm=1");
+fn options(session: &str, tag: &str, remote: bool) -> BuildOptions {
+    let mut o = BuildOptions::new()
+        .version(BuilderVersion::BuildKit)
+        .session(session)
+        .tag(tag)
+        .network_mode("host")
+        .dockerfile("Dockerfile")
+        .rm(true);
     if remote {
-        q.push_str("&remote=client-session");
+        o = o.remote("client-session");
     }
-    q
+    o
 }
 
 fn assert_two_stage_output(out: &str) {
@@ -60,7 +67,7 @@ async fn two_stage_build_with_the_context_over_filesync() {
     let id = session.id().to_string();
     let handle = session.run_on_docker(&docker).await.unwrap();
     let tag = unique("bk-rest-fs");
-    let built = rest_build(&docker, &query(&id, &tag, true), Body::empty())
+    let built = rest_build(&docker, &options(&id, &tag, true), Body::empty())
         .await
         .unwrap();
     handle.close().await.unwrap();
@@ -90,7 +97,7 @@ async fn two_stage_build_with_the_context_as_a_streamed_tar() {
     let id = session.id().to_string();
     let handle = session.run_on_docker(&docker).await.unwrap();
     let tag = unique("bk-rest-tar");
-    let built = rest_build(&docker, &query(&id, &tag, false), Body::reader(tar))
+    let built = rest_build(&docker, &options(&id, &tag, false), Body::reader(tar))
         .await
         .unwrap();
     handle.close().await.unwrap();
@@ -109,7 +116,7 @@ async fn build_dir(docker: &docker_api::Docker, dir: &Path, tag: &str) -> u64 {
         .attach(files);
     let id = session.id().to_string();
     let handle = session.run_on_docker(docker).await.unwrap();
-    rest_build(docker, &query(&id, tag, true), Body::empty())
+    rest_build(docker, &options(&id, tag, true), Body::empty())
         .await
         .unwrap();
     handle.close().await.unwrap();
@@ -170,7 +177,7 @@ async fn secret_mount_gives_the_exact_bytes() {
     let id = session.id().to_string();
     let handle = session.run_on_docker(&docker).await.unwrap();
     let tag = unique("bk-rest-secret");
-    rest_build(&docker, &query(&id, &tag, true), Body::empty())
+    rest_build(&docker, &options(&id, &tag, true), Body::empty())
         .await
         .unwrap();
     handle.close().await.unwrap();
@@ -209,7 +216,7 @@ async fn a_missing_required_secret_fails_naming_it() {
     let handle = session.run_on_docker(&docker).await.unwrap();
     let err = rest_build(
         &docker,
-        &query(&id, &unique("bk-rest-nosecret"), true),
+        &options(&id, &unique("bk-rest-nosecret"), true),
         Body::empty(),
     )
     .await
@@ -240,7 +247,7 @@ async fn ssh_mount_reaches_a_real_agent() {
     let id = session.id().to_string();
     let handle = session.run_on_docker(&docker).await.unwrap();
     let tag = unique("bk-rest-ssh");
-    rest_build(&docker, &query(&id, &tag, true), Body::empty())
+    rest_build(&docker, &options(&id, &tag, true), Body::empty())
         .await
         .unwrap();
     handle.close().await.unwrap();
