@@ -252,13 +252,19 @@ impl Capabilities {
     /// Fails when frontend attrs need a newer daemon: named contexts (`context:*`) and
     /// attestations (`attest:*`). Nothing is sent, so an old frontend never mistakes a
     /// context name for an image to pull from Docker Hub.
-    pub fn check_frontend_attrs<'a>(&self, keys: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    pub fn check_frontend_attrs<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a String>,
+    ) -> Result<()> {
         let old = |what: &str, since: &str| Error::Unsupported {
             driver: self.driver.clone(),
             what: what.to_string(),
             instead: format!(
                 "its BuildKit{} predates them ({since}): use the docker-container or remote driver, or a newer Docker Engine",
-                self.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
+                self.version
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default()
             ),
         };
         for k in keys {

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod container;
 pub mod control;
 mod driver;
 mod error;
@@ -29,6 +30,9 @@ pub mod progress;
 mod remote;
 mod solve;
 
+pub use container::{
+    DEFAULT_IMAGE, DEFAULT_NAME, DockerContainer, DockerContainerBuilder, Lifecycle,
+};
 pub use driver::{BoxFuture, Capabilities, Driver, MAX_MESSAGE_SIZE, StoreKind, channel_with};
 pub use error::{Error, Result, SolveError};
 pub use moby::Moby;

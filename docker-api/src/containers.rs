@@ -362,6 +362,10 @@ struct HostConfig {
     init: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     security_opt: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cap_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cap_drop: Vec<String>,
 }
 
 impl ContainerConfig {
@@ -492,6 +496,18 @@ impl ContainerConfig {
     /// Adds a security option (`seccomp=unconfined`, `apparmor=unconfined`).
     pub fn security_opt(mut self, opt: impl Into<String>) -> Self {
         self.host_config.security_opt.push(opt.into());
+        self
+    }
+
+    /// Adds a kernel capability (`SYS_ADMIN`, or `ALL`).
+    pub fn cap_add(mut self, cap: impl Into<String>) -> Self {
+        self.host_config.cap_add.push(cap.into());
+        self
+    }
+
+    /// Drops a kernel capability (`NET_RAW`, ...).
+    pub fn cap_drop(mut self, cap: impl Into<String>) -> Self {
+        self.host_config.cap_drop.push(cap.into());
         self
     }
 }

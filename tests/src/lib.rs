@@ -5,6 +5,11 @@
 //! variables. A test run without them fails and says how to start them.
 
 use std::collections::BTreeMap;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 use std::path::{Path, PathBuf};
 
 /// Addresses of the test daemons.
@@ -20,6 +25,8 @@ pub struct TestEnv {
     pub state: PathBuf,
     /// Where buildkitd and buildctl were built.
     pub bin_dir: PathBuf,
+    /// The locally made buildkit image for the docker-container driver.
+    pub buildkit_image: String,
 }
 
 fn workspace_root() -> PathBuf {
@@ -60,6 +67,7 @@ impl TestEnv {
             registry: var("BUILDKIT_RS_REGISTRY"),
             state: PathBuf::from(var("BUILDKIT_RS_STATE")),
             bin_dir: PathBuf::from(var("BUILDKIT_RS_BIN_DIR")),
+            buildkit_image: var("BUILDKIT_RS_BUILDKIT_IMAGE"),
         }
     }
 
@@ -216,7 +224,11 @@ pub async fn rest_build(
         .map_err(|e| e.to_string())?;
     let mut out = RestBuild::default();
     while let Some(msg) = stream.next().await {
-        let msg = msg.map_err(|e| e.message().map(str::to_string).unwrap_or_else(|| e.to_string()))?;
+        let msg = msg.map_err(|e| {
+            e.message()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string())
+        })?;
         if msg.id.as_deref() == Some("moby.image.id") {
             out.image_id = msg.aux_as::<docker_api::images::BuildAux>().map(|a| a.id);
         }
@@ -234,8 +246,16 @@ pub async fn run_image(docker: &docker_api::Docker, image: &str, cmd: &[&str]) -
     if !cmd.is_empty() {
         config = config.cmd(cmd.iter().copied());
     }
-    let created = docker.containers().create(&config).await.expect("creating a container");
-    docker.containers().start(&created.id).await.expect("starting the container");
+    let created = docker
+        .containers()
+        .create(&config)
+        .await
+        .expect("creating a container");
+    docker
+        .containers()
+        .start(&created.id)
+        .await
+        .expect("starting the container");
     let exit = docker
         .containers()
         .wait(&created.id, WaitCondition::NotRunning)
@@ -367,3 +387,170 @@ impl Drop for Agent {
     }
 }
 
+/// A CA that signs server and client certificates.
+pub struct Ca {
+    /// The CA certificate (PEM).
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// A new self-signed CA called `name`.
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// Writes `ca.pem`, `cert.pem` and `key.pem` (the `DOCKER_CERT_PATH` layout).
+    pub fn issue(&self, dir: &Path, sans: &[&str], usage: ExtendedKeyUsagePurpose) {
+        std::fs::create_dir_all(dir).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            sans.first().copied().unwrap_or("client"),
+        );
+        params.extended_key_usages = vec![usage];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(dir.join("ca.pem"), &self.pem).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory with a short path: unix socket paths are limited to about
+/// 108 bytes.
+pub fn short_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("dapi").tempdir().unwrap();
+    if dir.path().as_os_str().len() < 60 {
+        return dir;
+    }
+    tempfile::Builder::new()
+        .prefix("dapi")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+/// A second buildkitd that listens on 127.0.0.1 over TCP with mutual TLS, with its own
+/// CA, server and client certificates made here. Started once per test process; it
+/// gets SIGTERM when the process exits.
+#[derive(Debug)]
+pub struct MtlsBuildkitd {
+    /// `tcp://127.0.0.1:<port>`.
+    pub address: String,
+    /// The directory with the client's `ca.pem`, `cert.pem` and `key.pem`.
+    pub client_dir: PathBuf,
+    /// A directory with a client certificate from a different CA.
+    pub stranger_dir: PathBuf,
+}
+
+impl MtlsBuildkitd {
+    /// The daemon, started on first use.
+    pub fn get(env: &TestEnv) -> &'static Self {
+        use std::os::unix::process::CommandExt;
+        use std::sync::OnceLock;
+        static DAEMON: OnceLock<MtlsBuildkitd> = OnceLock::new();
+        DAEMON.get_or_init(|| {
+            let dir = std::path::PathBuf::from(format!("/tmp/bk-mtls-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let ca = Ca::new("buildkit-rs test CA");
+            ca.issue(
+                &dir.join("server"),
+                &["127.0.0.1", "localhost"],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            );
+            ca.issue(
+                &dir.join("client"),
+                &["client"],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            );
+            Ca::new("someone else").issue(
+                &dir.join("stranger"),
+                &["client"],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            );
+            let port = free_port();
+            let log = std::fs::File::create(dir.join("buildkitd.log")).unwrap();
+            let mut cmd = std::process::Command::new(env.bin_dir.join("buildkitd"));
+            cmd.arg("--root")
+                .arg(dir.join("root"))
+                .arg("--addr")
+                .arg(format!("tcp://127.0.0.1:{port}"))
+                .arg("--tlscacert")
+                .arg(dir.join("server/ca.pem"))
+                .arg("--tlscert")
+                .arg(dir.join("server/cert.pem"))
+                .arg("--tlskey")
+                .arg(dir.join("server/key.pem"))
+                .arg("--config")
+                .arg(env.state.join("buildkitd.toml"))
+                .args([
+                    "--oci-worker-net=host",
+                    "--allow-insecure-entitlement",
+                    "network.host",
+                ])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            // SAFETY: prctl is async-signal-safe; it only sets this child's death signal.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            // The death signal follows the thread that forked: keep that thread alive
+            // for the life of the process.
+            std::thread::spawn(move || {
+                let child = cmd.spawn();
+                let ok = child.is_ok();
+                tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()))
+                    .unwrap();
+                if ok {
+                    loop {
+                        std::thread::park();
+                    }
+                }
+            });
+            rx.recv().unwrap().expect("starting the mTLS buildkitd");
+            let t = std::time::Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    t.elapsed() < std::time::Duration::from_secs(60),
+                    "the mTLS buildkitd did not listen; its log:\n{}",
+                    std::fs::read_to_string(dir.join("buildkitd.log")).unwrap_or_default()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            MtlsBuildkitd {
+                address: format!("tcp://127.0.0.1:{port}"),
+                client_dir: dir.join("client"),
+                stranger_dir: dir.join("stranger"),
+            }
+        })
+    }
+}

@@ -7,53 +7,8 @@ use std::time::{Duration, Instant};
 
 use docker_api::tls::TlsOptions;
 use docker_api::{Docker, Filters};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-
-/// A CA that signs server and client certificates.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.distinguished_name.push(DnType::CommonName, name);
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self {
-            pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// Writes `ca.pem`, `cert.pem` and `key.pem` (the `DOCKER_CERT_PATH` layout).
-    fn issue(&self, dir: &Path, sans: &[&str], usage: ExtendedKeyUsagePurpose) {
-        std::fs::create_dir_all(dir).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(
-            DnType::CommonName,
-            sans.first().copied().unwrap_or("client"),
-        );
-        params.extended_key_usages = vec![usage];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        std::fs::write(dir.join("ca.pem"), &self.pem).unwrap();
-        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    }
-}
+use rcgen::ExtendedKeyUsagePurpose;
+use tests::{Ca, free_port, short_tempdir};
 
 /// The second dockerd. Dropping it stops the daemon (SIGTERM, so it also stops its
 /// containerd; SIGKILL if it does not exit in time).
@@ -86,27 +41,6 @@ impl Drop for Daemon {
             let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A temporary directory with a short path: unix socket paths are limited to about
-/// 108 bytes.
-fn short_tempdir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("dapi").tempdir().unwrap();
-    if dir.path().as_os_str().len() < 60 {
-        return dir;
-    }
-    tempfile::Builder::new()
-        .prefix("dapi")
-        .tempdir_in("/tmp")
-        .unwrap()
 }
 
 fn start_dockerd(root: &Path, port: u16) -> Daemon {

@@ -18,7 +18,10 @@ async fn plain_output_of_a_small_build_line_by_line() {
         ),
     )
     .unwrap();
-    let mut handle = driver.solve(Build::dockerfile(ctx.path()).no_cache()).await.unwrap();
+    let mut handle = driver
+        .solve(Build::dockerfile(ctx.path()).no_cache())
+        .await
+        .unwrap();
     let printer = tokio::spawn(Plain::new(Vec::new()).print(handle.progress()));
     handle.await.unwrap();
     let out = String::from_utf8(printer.await.unwrap().unwrap()).unwrap();
@@ -26,7 +29,10 @@ async fn plain_output_of_a_small_build_line_by_line() {
     let header = Regex::new(r"^#(\d+) (\[.+\] .+|.+)$").unwrap();
     let done = Regex::new(r"^#(\d+) (DONE \d+\.\ds|CACHED)$").unwrap();
     let log = Regex::new(r"^#(\d+) \d+\.\d{1,3} .*$").unwrap();
-    let status = Regex::new(r"^#(\d+) .+( \d+(\.\d+)?[kMG]?B( / \d+(\.\d+)?[kMG]?B)?)?( \d+\.\ds)?( done)?$").unwrap();
+    let status = Regex::new(
+        r"^#(\d+) .+( \d+(\.\d+)?[kMG]?B( / \d+(\.\d+)?[kMG]?B)?)?( \d+\.\ds)?( done)?$",
+    )
+    .unwrap();
 
     // Blocks are separated by one blank line; each starts with `#N name` and a finished
     // step ends with DONE or CACHED.
@@ -35,17 +41,28 @@ async fn plain_output_of_a_small_build_line_by_line() {
     let mut seen_numbers = Vec::new();
     for block in &blocks {
         let lines: Vec<&str> = block.lines().collect();
-        let n = header.captures(lines[0]).unwrap_or_else(|| panic!("bad header {:?} in\n{out}", lines[0]))[1]
+        let n = header
+            .captures(lines[0])
+            .unwrap_or_else(|| panic!("bad header {:?} in\n{out}", lines[0]))[1]
             .to_string();
         for l in &lines[1..] {
-            assert!(l.starts_with(&format!("#{n} ")), "line {l:?} does not belong to #{n}\n{out}");
             assert!(
-                done.is_match(l) || log.is_match(l) || status.is_match(l) || *l == format!("#{n} ..."),
+                l.starts_with(&format!("#{n} ")),
+                "line {l:?} does not belong to #{n}\n{out}"
+            );
+            assert!(
+                done.is_match(l)
+                    || log.is_match(l)
+                    || status.is_match(l)
+                    || *l == format!("#{n} ..."),
                 "unexpected line {l:?}\n{out}"
             );
         }
         let last = lines.last().unwrap();
-        assert!(done.is_match(last) || last.ends_with(" ..."), "block of #{n} ends with {last:?}\n{out}");
+        assert!(
+            done.is_match(last) || last.ends_with(" ..."),
+            "block of #{n} ends with {last:?}\n{out}"
+        );
         seen_numbers.push(n.parse::<usize>().unwrap());
     }
     // Steps are numbered in order of first appearance.
@@ -57,7 +74,10 @@ async fn plain_output_of_a_small_build_line_by_line() {
             expected.push(*n);
         }
     }
-    assert!(expected.windows(2).all(|w| w[0] < w[1]), "numbering {expected:?}\n{out}");
+    assert!(
+        expected.windows(2).all(|w| w[0] < w[1]),
+        "numbering {expected:?}\n{out}"
+    );
 
     // The RUN step, exactly (timings normalized).
     let run = blocks
@@ -73,6 +93,9 @@ async fn plain_output_of_a_small_build_line_by_line() {
         ),
         "\n{out}"
     );
-    assert!(out.contains("[internal] load build definition from Dockerfile"), "{out}");
+    assert!(
+        out.contains("[internal] load build definition from Dockerfile"),
+        "{out}"
+    );
     assert!(out.lines().any(|l| l.ends_with("] RUN exit 0")), "{out}");
 }

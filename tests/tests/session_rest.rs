@@ -8,7 +8,9 @@ use buildkit_session::{FileSync, Secrets, Session, SshForward, shared_key_for};
 use docker_api::Body;
 use docker_api::BuildOptions;
 use docker_api::images::BuilderVersion;
-use tests::{Agent, TestEnv, remove_image, rest_build, rootfs_with, run_image, unique_name as unique};
+use tests::{
+    Agent, TestEnv, remove_image, rest_build, rootfs_with, run_image, unique_name as unique,
+};
 
 /// The seed's two-stage Dockerfile, on the local base image, plus a copy of the context.
 const TWO_STAGE: &str = "\
@@ -36,6 +38,7 @@ fn options(session: &str, tag: &str, remote: bool) -> BuildOptions {
         .tag(tag)
         .network_mode("host")
         .dockerfile("Dockerfile")
+        .no_cache(true)
         .rm(true);
     if remote {
         o = o.remote("client-session");

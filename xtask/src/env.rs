@@ -24,6 +24,10 @@ pub const REGISTRY_ADDR: &str = "127.0.0.1:5000";
 /// The name tests use for that registry in image references.
 pub const REGISTRY_NAME: &str = "localhost:5000";
 
+/// A buildkit image made locally from the built binaries, for the docker-container
+/// driver (nothing is pulled).
+pub const BUILDKIT_IMAGE: &str = "buildkit-rs/buildkit:local";
+
 /// Debian packages the environment needs, with a command each provides.
 const PACKAGES: &[(&str, &str)] = &[
     ("docker.io", "dockerd"),
@@ -113,6 +117,7 @@ pub fn up(layout: &Layout) -> Result<()> {
     start_registry(layout)?;
     start_buildkitd(layout, &buildkitd)?;
     ensure_base_image(layout)?;
+    ensure_buildkit_image(layout, &buildkitd)?;
     write_env_file(layout)?;
     println!(
         "env: up in {:.1}s; variables in {}",
@@ -193,10 +198,12 @@ fn is_root() -> bool {
 }
 
 fn run_cmd(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {what}"))?;
+    run_cmd_with_stdin(cmd.stdin(Stdio::null()), what)
+}
+
+/// Like [`run_cmd`], keeping the stdin the caller set up.
+fn run_cmd_with_stdin(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
     if !out.status.success() {
         bail!(
             "{what} failed ({}):\n{}{}",
@@ -549,10 +556,11 @@ fn docker(layout: &Layout) -> Command {
 /// made from Debian's static busybox: nothing is pulled from the internet.
 fn ensure_base_image(layout: &Layout) -> Result<()> {
     let sock = layout.docker_sock();
-    let have_image = matches!(
-        http_get_unix(&sock, "/images/busybox:local/json"),
-        Some((200, _))
-    );
+    // An image with an empty layer (a failed import) does not count.
+    let have_image = match http_get_unix(&sock, "/images/busybox:local/json") {
+        Some((200, body)) => image_size(&body) > 100_000,
+        _ => false,
+    };
     if !have_image {
         let rootfs = layout.p("busybox-rootfs");
         let _ = fs::remove_dir_all(&rootfs);
@@ -563,12 +571,17 @@ fn ensure_base_image(layout: &Layout) -> Result<()> {
             .args(["-c", "."])
             .stdout(Stdio::piped())
             .spawn()?;
-        run_cmd(
+        let mut tar = tar;
+        run_cmd_with_stdin(
             docker(layout)
                 .args(["import", "-", "busybox:local"])
-                .stdin(tar.stdout.unwrap()),
+                .stdin(tar.stdout.take().expect("piped")),
             "docker import busybox:local",
         )?;
+        let status = tar.wait()?;
+        if !status.success() {
+            bail!("tar of the busybox rootfs failed ({status})");
+        }
         fs::remove_dir_all(&rootfs)?;
         println!("env: imported busybox:local");
     }
@@ -586,6 +599,15 @@ fn ensure_base_image(layout: &Layout) -> Result<()> {
         println!("env: pushed {remote}");
     }
     Ok(())
+}
+
+/// The `"Size"` of an image inspect answer.
+fn image_size(json: &str) -> u64 {
+    json.split("\"Size\":")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A root filesystem with the static busybox and a link for every applet.
@@ -619,6 +641,75 @@ pub fn make_busybox_rootfs(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `buildkit-rs/buildkit:local`: buildkitd and buildctl (static), runc with its shared
+/// libraries, busybox, and a config that knows the local registry speaks HTTP.
+fn ensure_buildkit_image(layout: &Layout, buildkitd: &Path) -> Result<()> {
+    let sock = layout.docker_sock();
+    let label = format!("\"buildkit-rs.version\":\"{BUILDKIT_VERSION}\"");
+    if let Some((200, body)) = http_get_unix(&sock, &format!("/images/{BUILDKIT_IMAGE}/json"))
+        && body.contains(&label)
+    {
+        return Ok(());
+    }
+    let rootfs = layout.p("buildkit-rootfs");
+    let _ = fs::remove_dir_all(&rootfs);
+    make_busybox_rootfs(&rootfs)?;
+    let usr_bin = rootfs.join("usr/bin");
+    fs::create_dir_all(&usr_bin)?;
+    for bin in ["buildkitd", "buildctl"] {
+        fs::copy(buildkitd.with_file_name(bin), usr_bin.join(bin))?;
+    }
+    let runc = which("runc").context("runc not found (Debian package runc)")?;
+    copy_with_libs(&runc, &rootfs, &usr_bin.join("runc"))?;
+    for d in ["etc/buildkit", "var/lib/buildkit", "run/buildkit"] {
+        fs::create_dir_all(rootfs.join(d))?;
+    }
+    fs::copy(
+        layout.p("buildkitd.toml"),
+        rootfs.join("etc/buildkit/buildkitd.toml"),
+    )?;
+    let mut tar = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    run_cmd_with_stdin(
+        docker(layout)
+            .args(["import", "-c", "ENTRYPOINT [\"buildkitd\"]"])
+            .args([
+                "-c",
+                &format!("LABEL buildkit-rs.version={BUILDKIT_VERSION}"),
+            ])
+            .args(["-", BUILDKIT_IMAGE])
+            .stdin(tar.stdout.take().expect("piped")),
+        "docker import of the buildkit image",
+    )?;
+    let status = tar.wait()?;
+    if !status.success() {
+        bail!("tar of the buildkit rootfs failed ({status})");
+    }
+    fs::remove_dir_all(&rootfs)?;
+    println!("env: made {BUILDKIT_IMAGE}");
+    Ok(())
+}
+
+/// Copies `binary` to `dest` inside `rootfs`, with the shared libraries `ldd` lists.
+fn copy_with_libs(binary: &Path, rootfs: &Path, dest: &Path) -> Result<()> {
+    fs::copy(binary, dest)?;
+    let out = run_cmd(Command::new("ldd").arg(binary), "ldd")?;
+    for line in out.lines() {
+        let Some(lib) = line.split_whitespace().find(|w| w.starts_with('/')) else {
+            continue;
+        };
+        let lib = Path::new(lib);
+        let target = rootfs.join(lib.strip_prefix("/")?);
+        fs::create_dir_all(target.parent().unwrap())?;
+        fs::copy(fs::canonicalize(lib)?, &target)?;
+    }
+    Ok(())
+}
+
 fn write_env_file(layout: &Layout) -> Result<()> {
     let vars = env_vars(layout);
     let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -647,6 +738,7 @@ pub fn env_vars(layout: &Layout) -> Vec<(String, String)> {
             layout.bin_dir.display().to_string(),
         ),
         ("BUILDKIT_VERSION".into(), BUILDKIT_VERSION.into()),
+        ("BUILDKIT_RS_BUILDKIT_IMAGE".into(), BUILDKIT_IMAGE.into()),
     ]
 }
 
