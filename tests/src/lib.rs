@@ -27,6 +27,12 @@ pub struct TestEnv {
     pub bin_dir: PathBuf,
     /// The locally made buildkit image for the docker-container driver.
     pub buildkit_image: String,
+    /// The TLS + htpasswd registry (`ip:port`), trusted by dockerd and buildkitd.
+    pub auth_registry: String,
+    /// Its user.
+    pub auth_user: String,
+    /// Its password.
+    pub auth_password: String,
 }
 
 fn workspace_root() -> PathBuf {
@@ -68,6 +74,9 @@ impl TestEnv {
             state: PathBuf::from(var("BUILDKIT_RS_STATE")),
             bin_dir: PathBuf::from(var("BUILDKIT_RS_BIN_DIR")),
             buildkit_image: var("BUILDKIT_RS_BUILDKIT_IMAGE"),
+            auth_registry: var("BUILDKIT_RS_AUTH_REGISTRY"),
+            auth_user: var("BUILDKIT_RS_AUTH_USER"),
+            auth_password: var("BUILDKIT_RS_AUTH_PASSWORD"),
         }
     }
 

@@ -260,3 +260,72 @@ async fn ssh_mount_reaches_a_real_agent() {
     assert_eq!(keys.trim(), agent.public_key.trim());
     remove_image(&docker, &tag).await;
 }
+
+async fn pull_with(
+    env: &TestEnv,
+    creds: buildkit_session::Credentials,
+    tag: &str,
+) -> Result<(), String> {
+    let docker = env.docker();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {}/busybox:local\nRUN echo pulled-with-credentials > /proof\n",
+            env.auth_registry
+        ),
+    )
+    .unwrap();
+    let auth = buildkit_session::Auth::none().credentials(env.auth_registry.clone(), creds);
+    let session = Session::new()
+        .attach(
+            FileSync::new()
+                .dir("context", ctx.path())
+                .dir("dockerfile", ctx.path()),
+        )
+        .attach(auth);
+    let id = session.id().to_string();
+    let handle = session.run_on_docker(&docker).await.unwrap();
+    let res = rest_build(&docker, &options(&id, tag, true).pull(true), Body::empty()).await;
+    handle.close().await.unwrap();
+    res.map(|_| ())
+}
+
+/// The environment's registry has TLS with a CA made by `cargo xtask env up` (trusted by
+/// dockerd) and htpasswd users.
+#[tokio::test]
+async fn a_tls_htpasswd_registry_is_pulled_only_with_the_right_credentials() {
+    let env = TestEnv::get();
+    let tag = unique("bk-rest-auth");
+
+    let err = pull_with(
+        &env,
+        buildkit_session::Credentials::basic(&env.auth_user, "wrong"),
+        &tag,
+    )
+    .await
+    .unwrap_err();
+    let lower = err.to_lowercase();
+    assert!(
+        lower.contains("401")
+            || lower.contains("unauthorized")
+            || lower.contains("authentication required"),
+        "{err}"
+    );
+
+    pull_with(
+        &env,
+        buildkit_session::Credentials::basic(&env.auth_user, &env.auth_password),
+        &tag,
+    )
+    .await
+    .unwrap();
+    let (code, out) = run_image(&env.docker(), &tag, &["cat", "/proof"]).await;
+    assert_eq!((code, out.as_str()), (0, "pulled-with-credentials\n"));
+    remove_image(&env.docker(), &tag).await;
+    remove_image(
+        &env.docker(),
+        &format!("{}/busybox:local", env.auth_registry),
+    )
+    .await;
+}

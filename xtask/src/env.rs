@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::authreg;
+
 /// The BuildKit release the tests run against (and the protos follow).
 pub const BUILDKIT_VERSION: &str = "v0.34.2";
 
@@ -113,10 +115,14 @@ pub fn up(layout: &Layout) -> Result<()> {
     fs::create_dir_all(&layout.state)
         .with_context(|| format!("creating {}", layout.state.display()))?;
 
+    // The authenticated registry's CA must be in place before the daemons start.
+    let auth = authreg::Files::new(&layout.state);
+    authreg::prepare_certs(&auth)?;
     start_dockerd(layout)?;
     start_registry(layout)?;
-    start_buildkitd(layout, &buildkitd)?;
+    start_buildkitd(layout, &buildkitd, &auth)?;
     ensure_base_image(layout)?;
+    start_auth_registry(layout, &auth)?;
     ensure_buildkit_image(layout, &buildkitd)?;
     write_env_file(layout)?;
     println!(
@@ -129,15 +135,18 @@ pub fn up(layout: &Layout) -> Result<()> {
 
 /// Stops what `up` started, newest first.
 pub fn down(layout: &Layout) -> Result<()> {
-    for name in ["buildkitd", "registry", "dockerd"] {
+    for name in ["buildkitd", "auth-registry", "registry", "dockerd"] {
         stop_service(layout, name)?;
     }
+    authreg::netns_down();
+    authreg::unprepare();
+    let _ = fs::remove_dir_all(authreg::Files::new(&layout.state).dir);
     let _ = fs::remove_file(layout.env_file());
     Ok(())
 }
 
 fn status(layout: &Layout) -> Result<()> {
-    for name in ["dockerd", "registry", "buildkitd"] {
+    for name in ["dockerd", "registry", "auth-registry", "buildkitd"] {
         match read_pid(&layout.p(&format!("{name}.pid"))) {
             Some(pid) if alive(pid) => println!("{name}: running (pid {pid})"),
             Some(pid) => println!("{name}: not running (stale pid {pid})"),
@@ -497,7 +506,7 @@ fn start_registry(layout: &Layout) -> Result<()> {
     )
 }
 
-fn start_buildkitd(layout: &Layout, buildkitd: &Path) -> Result<()> {
+fn start_buildkitd(layout: &Layout, buildkitd: &Path, auth: &authreg::Files) -> Result<()> {
     let st = &layout.state;
     let sock = layout.buildkit_sock();
     let config = st.join("buildkitd.toml");
@@ -506,7 +515,11 @@ fn start_buildkitd(layout: &Layout, buildkitd: &Path) -> Result<()> {
         format!(
             "# The local test registry speaks plain HTTP.\n\
              [registry.\"{REGISTRY_NAME}\"]\n  http = true\n  insecure = true\n\
-             [registry.\"{REGISTRY_ADDR}\"]\n  http = true\n  insecure = true\n"
+             [registry.\"{REGISTRY_ADDR}\"]\n  http = true\n  insecure = true\n\
+             # The authenticated registry's CA.\n\
+             [registry.\"{}\"]\n  ca = [\"{}\"]\n",
+            authreg::address(),
+            auth.ca().display()
         ),
     )?;
     let buildctl = buildkitd.with_file_name("buildctl");
@@ -537,6 +550,27 @@ fn start_buildkitd(layout: &Layout, buildkitd: &Path) -> Result<()> {
                         .stderr(Stdio::null())
                         .status()
                         .is_ok_and(|s| s.success())
+            }),
+            timeout: ready_timeout(),
+        },
+    )
+}
+
+/// The TLS + htpasswd registry, in its network namespace (see [`authreg`]).
+fn start_auth_registry(layout: &Layout, auth: &authreg::Files) -> Result<()> {
+    authreg::prepare_storage(auth, &layout.state.join("registry"))?;
+    authreg::netns_up()?;
+    let registry = which("docker-registry").context("docker-registry not found")?;
+    let mut cmd = authreg::in_netns(&registry);
+    cmd.arg("serve").arg(auth.config());
+    let addr: std::net::SocketAddr = authreg::address().parse()?;
+    start_service(
+        &layout.state,
+        Service {
+            name: "auth-registry",
+            command: cmd,
+            ready: Box::new(move || {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
             }),
             timeout: ready_timeout(),
         },
@@ -739,6 +773,14 @@ pub fn env_vars(layout: &Layout) -> Vec<(String, String)> {
         ),
         ("BUILDKIT_VERSION".into(), BUILDKIT_VERSION.into()),
         ("BUILDKIT_RS_BUILDKIT_IMAGE".into(), BUILDKIT_IMAGE.into()),
+        ("BUILDKIT_RS_AUTH_REGISTRY".into(), authreg::address()),
+        ("BUILDKIT_RS_AUTH_USER".into(), authreg::USER.into()),
+        (
+            "BUILDKIT_RS_AUTH_PASSWORD".into(),
+            authreg::Files::new(&layout.state)
+                .password()
+                .unwrap_or_default(),
+        ),
     ]
 }
 

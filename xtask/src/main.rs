@@ -1,6 +1,8 @@
 //! Project automation. Run `cargo xtask help` for the commands.
 
+mod authreg;
 mod ci;
+mod demo;
 mod env;
 mod proto;
 
@@ -12,6 +14,8 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
+  demo                build an example Dockerfile through BuildKit (plain progress,
+                      image digest); starts the local daemons when none is reachable
   ci                  everything CI runs: fmt, clippy, proto --check, doc, env up,
                       the whole test suite, env down
   env up|down|status  the real daemons the tests use (dockerd, registry, buildkitd)
@@ -32,6 +36,7 @@ fn run() -> Result<()> {
         Some("proto") => proto::run(&root, args.iter().any(|a| a == "--check")),
         Some("env") => env::run(&root, &args[1..]),
         Some("ci") => ci::run(&root),
+        Some("demo") => demo::run(&root),
         None | Some("help" | "-h" | "--help") => {
             print!("{HELP}");
             Ok(())
