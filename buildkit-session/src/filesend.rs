@@ -288,7 +288,7 @@ fn receive_dir(
         Packet::decode(raw)
             .map_err(|e| Status::invalid_argument(format!("malformed fsutil packet: {e}")))
     });
-    let (tx, rx) = mpsc::channel::<Result<Packet, Status>>(64);
+    let (tx, out) = fsutil::outbound();
     let err_tx = tx.clone();
     tokio::spawn(async move {
         match fsutil::receive(&dest, packets, tx).await {
@@ -301,13 +301,15 @@ fn receive_dir(
             }
             Err(e) => {
                 let _ = err_tx
-                    .send(Err(Status::from(crate::Error::Protocol(e.to_string()))))
+                    .meta(vec![Err(Status::from(crate::Error::Protocol(
+                        e.to_string(),
+                    )))])
                     .await;
                 let _ = done.send(Err(e.to_string()));
             }
         }
     });
-    Box::pin(ReceiverStream::new(rx).map(|r| r.map(|p| Bytes::from(p.encode_to_vec()))))
+    Box::pin(out.map(|r| r.map(|p| Bytes::from(p.encode_to_vec()))))
 }
 
 /// Passes message bytes through undecoded.

@@ -11,8 +11,6 @@ use buildkit_proto::moby::filesync::v1::file_sync_server::{
     FileSync as FileSyncService, FileSyncServer,
 };
 use futures_util::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::fsutil::{self, SendStats, WalkOptions, Walker};
@@ -113,14 +111,14 @@ impl FileSyncService for FileSync {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(Status::from)?;
         let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, packets) = fsutil::outbound();
         let stats = self.stats.clone();
         tokio::spawn(async move {
             if let Err(e) = fsutil::send(walker, inbound, tx.clone(), stats).await {
-                let _ = tx.send(Err(Status::from(e))).await;
+                let _ = tx.meta(vec![Err(Status::from(e))]).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(packets)))
     }
 
     type TarStreamStream = PacketStream;

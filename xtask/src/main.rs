@@ -1,6 +1,7 @@
 //! Project automation. Run `cargo xtask help` for the commands.
 
 mod authreg;
+mod bench;
 mod ci;
 mod demo;
 mod env;
@@ -19,6 +20,8 @@ commands:
   ci                  everything CI runs: fmt, clippy, proto --check, doc, env up,
                       the whole test suite, env down
   env up|down|status  the real daemons the tests use (dockerd, registry, buildkitd)
+  bench context       time cold and warm REST builds of a ~550 MB context through our
+                      FileSync and through the docker CLI (report in target/bench)
   proto [--check]     regenerate buildkit-proto/src/generated (or fail if it is stale)
 ";
 
@@ -37,6 +40,7 @@ fn run() -> Result<()> {
         Some("env") => env::run(&root, &args[1..]),
         Some("ci") => ci::run(&root),
         Some("demo") => demo::run(&root),
+        Some("bench") => bench::run(&root, &args[1..]),
         None | Some("help" | "-h" | "--help") => {
             print!("{HELP}");
             Ok(())

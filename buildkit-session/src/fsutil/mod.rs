@@ -3,6 +3,7 @@
 //! directory (FileSend directory targets).
 
 pub mod mode;
+mod outbound;
 mod receive;
 mod send;
 pub mod walk;
@@ -13,8 +14,8 @@ use buildkit_proto::fsutil::types::Packet;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
+pub(crate) use outbound::{Outbound, outbound};
 pub use receive::ReceiveSummary;
-pub(crate) use send::Outbound;
 pub use send::{CHUNK_SIZE, FILES_IN_FLIGHT, SendStats};
 pub use walk::{Entry, WalkOptions, Walker};
 

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::mode;
-use super::send::Outbound;
+use super::outbound::Outbound;
 use crate::context::ignore::clean_path;
 use crate::error::{Error, Result};
 
@@ -89,11 +89,11 @@ impl Receiver {
     ) -> Result<ReceiveSummary> {
         let res = self.run_inner(inbound, outbound);
         if let Err(e) = &res {
-            let _ = outbound.blocking_send(Ok(Packet {
+            let _ = outbound.blocking_meta(vec![Ok(Packet {
                 r#type: PacketType::PacketErr as i32,
                 data: Bytes::from(e.to_string()),
                 ..Default::default()
-            }));
+            })]);
         }
         res
     }
@@ -133,10 +133,10 @@ impl Receiver {
             if self.listing_done && self.requested.is_empty() && !self.fin_sent {
                 self.fin_sent = true;
                 outbound
-                    .blocking_send(Ok(Packet {
+                    .blocking_meta(vec![Ok(Packet {
                         r#type: PacketType::PacketFin as i32,
                         ..Default::default()
-                    }))
+                    })])
                     .map_err(|_| Error::Transport("the sender went away".into()))?;
             }
         }
@@ -259,11 +259,11 @@ impl Receiver {
             },
         );
         outbound
-            .blocking_send(Ok(Packet {
+            .blocking_meta(vec![Ok(Packet {
                 r#type: PacketType::PacketReq as i32,
                 id,
                 ..Default::default()
-            }))
+            })])
             .map_err(|_| Error::Transport("the sender went away".into()))
     }
 

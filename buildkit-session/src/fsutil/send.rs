@@ -2,7 +2,6 @@
 //! chunks (several files in flight), FIN after the receiver's FIN.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,17 +11,20 @@ use buildkit_proto::fsutil::types::Packet;
 use buildkit_proto::fsutil::types::packet::PacketType;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
 
 use super::mode;
+use super::outbound::{Item, Outbound};
 use super::walk::Walker;
 use crate::error::{Error, Result};
 
 /// Bytes per DATA packet.
-pub const CHUNK_SIZE: usize = 128 * 1024;
+pub const CHUNK_SIZE: usize = 256 * 1024;
 
 /// Files whose data is read and sent at the same time.
 pub const FILES_IN_FLIGHT: usize = 4;
+
+/// STAT packets handed over together.
+const STAT_BATCH: usize = 128;
 
 /// Counters of what a sender sent, for progress and tests.
 #[derive(Debug, Default)]
@@ -49,9 +51,6 @@ impl SendStats {
     }
 }
 
-/// Where packets go; the error type lets the gRPC layer end the stream with a status.
-pub(crate) type Outbound = mpsc::Sender<Result<Packet, tonic::Status>>;
-
 fn packet(t: PacketType) -> Packet {
     Packet {
         r#type: t as i32,
@@ -61,6 +60,12 @@ fn packet(t: PacketType) -> Packet {
 
 fn gone() -> Error {
     Error::Transport("the receiver went away".into())
+}
+
+/// A regular file the receiver may ask for.
+struct Requestable {
+    path: PathBuf,
+    size: u64,
 }
 
 /// Runs the sender until the receiver's FIN has been answered.
@@ -74,7 +79,7 @@ where
     S: Stream<Item = Result<Packet, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let files: Arc<Mutex<HashMap<u32, PathBuf>>> = Arc::default();
+    let files: Arc<Mutex<HashMap<u32, Requestable>>> = Arc::default();
 
     let walk = {
         let out = out.clone();
@@ -82,32 +87,45 @@ where
         let stats = stats.clone();
         tokio::task::spawn_blocking(move || {
             let mut id: u32 = 0;
+            let mut batch: Vec<Item> = Vec::with_capacity(STAT_BATCH);
             let res = walker.walk(&mut |entry| {
                 if mode::is_regular(entry.stat.mode) {
-                    files.lock().expect("lock").insert(id, entry.abs);
+                    files.lock().expect("lock").insert(
+                        id,
+                        Requestable {
+                            path: entry.abs,
+                            size: entry.stat.size.max(0) as u64,
+                        },
+                    );
                 }
                 id += 1;
                 stats.entries.fetch_add(1, Ordering::Relaxed);
                 let mut p = packet(PacketType::PacketStat);
                 p.stat = Some(entry.stat);
-                out.blocking_send(Ok(p)).map_err(|_| gone())
+                batch.push(Ok(p));
+                if batch.len() >= STAT_BATCH {
+                    out.blocking_meta(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(STAT_BATCH),
+                    ))
+                    .map_err(|_| gone())?;
+                }
+                Ok(())
             });
             match &res {
-                Ok(()) => {
-                    out.blocking_send(Ok(packet(PacketType::PacketStat)))
-                        .map_err(|_| gone())?;
-                }
+                Ok(()) => batch.push(Ok(packet(PacketType::PacketStat))),
                 Err(e) => {
                     let mut p = packet(PacketType::PacketErr);
                     p.data = Bytes::from(e.to_string());
-                    let _ = out.blocking_send(Ok(p));
+                    batch.push(Ok(p));
                 }
             }
+            out.blocking_meta(batch).map_err(|_| gone())?;
             res
         })
     };
 
-    let (work_tx, work_rx) = std::sync::mpsc::channel::<(u32, PathBuf)>();
+    let (work_tx, work_rx) = std::sync::mpsc::channel::<(u32, Requestable)>();
     let work_rx = Arc::new(Mutex::new(work_rx));
     let mut workers = Vec::new();
     for _ in 0..FILES_IN_FLIGHT {
@@ -117,8 +135,8 @@ where
         workers.push(tokio::task::spawn_blocking(move || -> Result<()> {
             loop {
                 let job = rx.lock().expect("lock").recv();
-                let Ok((id, path)) = job else { return Ok(()) };
-                send_file(id, &path, &out, &stats)?;
+                let Ok((id, file)) = job else { return Ok(()) };
+                send_file(id, &file, &out, &stats)?;
             }
         }));
     }
@@ -140,13 +158,13 @@ where
             };
             match PacketType::try_from(p.r#type) {
                 Ok(PacketType::PacketReq) => {
-                    let path = files.lock().expect("lock").remove(&p.id).ok_or_else(|| {
+                    let file = files.lock().expect("lock").remove(&p.id).ok_or_else(|| {
                         Error::Protocol(format!(
                             "the receiver requested an invalid file id {}",
                             p.id
                         ))
                     })?;
-                    work_tx.send((p.id, path)).map_err(|_| gone())?;
+                    work_tx.send((p.id, file)).map_err(|_| gone())?;
                 }
                 Ok(PacketType::PacketFin) => return Ok(()),
                 Ok(PacketType::PacketErr) => {
@@ -184,41 +202,84 @@ where
             Err(e) => return Err(Error::Transport(format!("file sender failed: {e}"))),
         }
     }
-    out.send(Ok(packet(PacketType::PacketFin)))
+    out.meta(vec![Ok(packet(PacketType::PacketFin))])
         .await
         .map_err(|_| gone())?;
     Ok(())
 }
 
-/// Sends one file's data, then its empty DATA end marker. A file that cannot be opened
-/// (gone, or replaced by something that is not a regular file) is sent empty, as
-/// upstream does; it is never followed through a symlink.
-fn send_file(id: u32, path: &std::path::Path, out: &Outbound, stats: &SendStats) -> Result<()> {
-    let file = std::fs::OpenOptions::new()
+/// Reads up to `want` bytes of `f` into `buf`'s spare capacity (not zeroed first:
+/// this is the hot path of a large context), stopping early at the end of the file.
+fn read_full(f: &mut std::fs::File, buf: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buf.reserve(want);
+    while buf.len() < want {
+        let room = want - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..room];
+        // SAFETY: `read` writes at most `spare.len()` bytes into memory we own, and only
+        // the bytes it reports as written are counted below.
+        let n = unsafe { libc::read(f.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock if !buf.is_empty() => break,
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        // SAFETY: the kernel initialized exactly `n` more bytes.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+    }
+    Ok(buf.len())
+}
+
+/// Sends one file's data, then its empty DATA end marker: the size listed (a file that
+/// grew since is cut there; one that shrank ends early), in chunks. A file that cannot
+/// be opened (gone, or replaced by something that is not a regular file) is sent
+/// empty, as upstream does; it is never followed through a symlink.
+fn send_file(id: u32, file: &Requestable, out: &Outbound, stats: &SendStats) -> Result<()> {
+    let data = |bytes: Bytes| {
+        let mut p = packet(PacketType::PacketData);
+        p.id = id;
+        p.data = bytes;
+        Ok(p)
+    };
+    let opened = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    if let Ok(mut file) = file
-        && file.metadata().is_ok_and(|m| m.is_file())
-    {
-        loop {
-            let mut buf = vec![0u8; CHUNK_SIZE];
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
+        .open(&file.path);
+    let mut batch: Vec<Item> = Vec::with_capacity(2);
+    if let Ok(mut f) = opened {
+        let mut left = file.size as usize;
+        while left > 0 {
+            let want = left.min(CHUNK_SIZE);
+            // One read per chunk: std's read_to_end would start at 8 KiB reads.
+            let mut buf = Vec::with_capacity(want);
+            let n = match read_full(&mut f, &mut buf, want) {
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+                // A FIFO or device swapped in: send what we have.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(Error::io(format!("reading {}", file.path.display()), e)),
             };
-            buf.truncate(n);
+            if n == 0 {
+                break;
+            }
+            left -= n;
             stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            let mut p = packet(PacketType::PacketData);
-            p.id = id;
-            p.data = Bytes::from(buf);
-            out.blocking_send(Ok(p)).map_err(|_| gone())?;
+            batch.push(data(Bytes::from(buf)));
+            if left > 0 && n == want {
+                out.blocking_data(std::mem::replace(&mut batch, Vec::with_capacity(2)))
+                    .map_err(|_| gone())?;
+            } else if n < want {
+                // The file shrank: what was there is sent.
+                break;
+            }
         }
     }
     stats.files.fetch_add(1, Ordering::Relaxed);
-    let mut p = packet(PacketType::PacketData);
-    p.id = id;
-    out.blocking_send(Ok(p)).map_err(|_| gone())
+    batch.push(data(Bytes::new()));
+    out.blocking_data(batch).map_err(|_| gone())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use buildkit_proto::fsutil::types::packet::PacketType;
 use buildkit_proto::fsutil::types::{Packet, Stat};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -61,16 +62,11 @@ fn source_tree() -> tempfile::TempDir {
 /// Runs our sender and our receiver against each other.
 async fn transfer(src: &Path, dest: &Path, opts: WalkOptions) -> (ReceiveSummary, Arc<SendStats>) {
     let walker = Walker::new(src, &opts).unwrap();
-    let (to_recv_tx, to_recv_rx) = mpsc::channel(16);
-    let (to_send_tx, to_send_rx) = mpsc::channel(16);
+    let (to_recv_tx, to_recv_rx) = outbound();
+    let (to_send_tx, to_send_rx) = outbound();
     let stats = Arc::new(SendStats::default());
-    let sender = send(
-        walker,
-        ReceiverStream::new(to_send_rx),
-        to_recv_tx,
-        stats.clone(),
-    );
-    let receiver = receive(dest, ReceiverStream::new(to_recv_rx), to_send_tx);
+    let sender = send(walker, to_send_rx, to_recv_tx, stats.clone());
+    let receiver = receive(dest, to_recv_rx, to_send_tx);
     let (s, r) = tokio::join!(sender, receiver);
     s.unwrap();
     (r.unwrap(), stats)
@@ -133,13 +129,13 @@ async fn sender_and_receiver_round_trip_contents_modes_links_and_times() {
 /// A receiver that records STATs and asks for nothing: the listing as sent.
 async fn listing(src: &Path, opts: WalkOptions) -> Vec<Stat> {
     let walker = Walker::new(src, &opts).unwrap();
-    let (out_tx, mut out_rx) = mpsc::channel(16);
+    let (out_tx, mut out_rx) = outbound();
     let (in_tx, in_rx) = mpsc::channel::<Result<Packet, tonic::Status>>(16);
     let stats = Arc::new(SendStats::default());
     let sender = tokio::spawn(send(walker, ReceiverStream::new(in_rx), out_tx, stats));
     let mut stats_seen = Vec::new();
     loop {
-        let p = out_rx.recv().await.unwrap().unwrap();
+        let p = out_rx.next().await.unwrap().unwrap();
         assert_eq!(
             p.r#type,
             PacketType::PacketStat as i32,
@@ -157,14 +153,14 @@ async fn listing(src: &Path, opts: WalkOptions) -> Vec<Stat> {
         }))
         .await
         .unwrap();
-    let fin = out_rx.recv().await.unwrap().unwrap();
+    let fin = out_rx.next().await.unwrap().unwrap();
     assert_eq!(
         fin.r#type,
         PacketType::PacketFin as i32,
         "FIN is answered with FIN"
     );
     sender.await.unwrap().unwrap();
-    assert!(out_rx.recv().await.is_none(), "the sender ends after FIN");
+    assert!(out_rx.next().await.is_none(), "the sender ends after FIN");
     stats_seen
 }
 
@@ -254,7 +250,7 @@ async fn hostile(packets: Vec<Packet>) -> (String, tempfile::TempDir) {
         tx.send(Ok(p)).await.unwrap();
     }
     drop(tx);
-    let (out_tx, _out_rx) = mpsc::channel(64);
+    let (out_tx, _out_rx) = outbound();
     let err = receive(&dest, ReceiverStream::new(rx), out_tx)
         .await
         .unwrap_err()
@@ -313,7 +309,7 @@ async fn receiver_replaces_a_planted_symlink_instead_of_following_it() {
     std::fs::create_dir(&dest).unwrap();
     symlink(parent.path().join("victim"), dest.join("f")).unwrap();
     let (tx, rx) = mpsc::channel::<Result<Packet, tonic::Status>>(64);
-    let (out_tx, mut out_rx) = mpsc::channel(64);
+    let (out_tx, mut out_rx) = outbound();
     let recv = tokio::spawn({
         let dest = dest.clone();
         async move { receive(&dest, ReceiverStream::new(rx), out_tx).await }
@@ -325,11 +321,11 @@ async fn receiver_replaces_a_planted_symlink_instead_of_following_it() {
     }))
     .await
     .unwrap();
-    let req = out_rx.recv().await.unwrap().unwrap();
+    let req = out_rx.next().await.unwrap().unwrap();
     assert_eq!((req.r#type, req.id), (PacketType::PacketReq as i32, 0));
     tx.send(Ok(data(0, b"new"))).await.unwrap();
     tx.send(Ok(data(0, b""))).await.unwrap();
-    let fin = out_rx.recv().await.unwrap().unwrap();
+    let fin = out_rx.next().await.unwrap().unwrap();
     assert_eq!(fin.r#type, PacketType::PacketFin as i32);
     tx.send(Ok(Packet {
         r#type: PacketType::PacketFin as i32,
