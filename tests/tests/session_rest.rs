@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use buildkit_driver::progress::{Event, VertexState, events_from_message};
 use buildkit_session::context::{TarOptions, context_tar};
 use buildkit_session::{FileSync, Secrets, Session, SshForward, shared_key_for};
 use docker_api::Body;
@@ -83,6 +84,19 @@ async fn two_stage_build_with_the_context_over_filesync() {
         built.messages
     );
     assert!(stats.files() >= 2, "FileSync sent {} files", stats.files());
+    // The REST stream's BuildKit trace decodes into the same events as Control.Status.
+    let events: Vec<Event> = built
+        .messages
+        .iter()
+        .filter_map(events_from_message)
+        .flat_map(|r| r.unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Vertex(v)
+            if v.name.contains("RUN --mount=type=bind,from=builder1")
+                && matches!(v.state, VertexState::Completed { .. }))),
+        "{events:?}"
+    );
 
     let (code, out) = run_image(&docker, &tag, &[]).await;
     assert_eq!(code, 0, "{out}");

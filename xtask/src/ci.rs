@@ -90,6 +90,22 @@ fn tests(root: &Path, layout: &Layout) -> Result<()> {
             .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
     )?;
     step(
+        "test (1 GiB docker load, client peak RSS)",
+        cargo(root)
+            .args([
+                "test",
+                "-p",
+                "tests",
+                "--test",
+                "docker_load_rss",
+                "--locked",
+                "--",
+                "--ignored",
+                "--nocapture",
+            ])
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    )?;
+    step(
         "test (providerless)",
         cargo(root)
             .args([

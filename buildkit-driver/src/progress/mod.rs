@@ -220,6 +220,18 @@ pub fn events_from_aux(message: &serde_json::Value) -> Option<Result<Vec<Event>,
     )
 }
 
+/// Decodes a REST `/build` progress message from `docker-api`: `Some(events)` for
+/// BuildKit's trace, `None` for anything else (an image id, a classic builder line).
+pub fn events_from_message(
+    message: &docker_api::ProgressMessage,
+) -> Option<Result<Vec<Event>, String>> {
+    if message.id.as_deref() != Some(AUX_TRACE_ID) {
+        return None;
+    }
+    let aux = message.aux.clone()?;
+    events_from_aux(&serde_json::json!({ "id": AUX_TRACE_ID, "aux": aux }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
