@@ -168,7 +168,6 @@ pub struct Build {
     cache_exports: Vec<Box<dyn CacheBackend>>,
     cache_imports: Vec<Box<dyn CacheBackend>>,
     entitlements: Vec<String>,
-    network: Network,
     shared_key: Option<String>,
     attachables: Vec<Box<dyn Attachable>>,
     error: Option<String>,
@@ -201,7 +200,6 @@ impl Build {
             cache_exports: Vec::new(),
             cache_imports: Vec::new(),
             entitlements: Vec::new(),
-            network: Network::Default,
             shared_key: None,
             attachables: Vec::new(),
             error: None,
@@ -282,7 +280,6 @@ impl Build {
     /// The network `RUN` steps use (`--network`). `Host` also requests the
     /// `network.host` entitlement.
     pub fn network(mut self, network: Network) -> Self {
-        self.network = network;
         match network {
             Network::Default => {
                 self.attrs.remove("force-network-mode");
