@@ -38,6 +38,6 @@ pub use error::{Error, Result, SolveError};
 pub use moby::Moby;
 pub use remote::{DEFAULT_ADDRESS, Remote};
 pub use solve::{
-    Build, BuildHandle, CacheBackend, DOCKERFILE_FRONTEND, Finish, NamedContext, Network, Output,
-    OutputDone, Prepare, Progress, RawCache, RawOutput, Solved,
+    Build, BuildHandle, CacheBackend, CacheRole, DOCKERFILE_FRONTEND, ExporterResponse, Finish,
+    NamedContext, Network, Output, OutputDone, Prepare, Progress, RawCache, RawOutput, Solved,
 };

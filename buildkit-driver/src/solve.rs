@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use buildkit_proto::moby::buildkit::v1::{
     CacheOptions, CacheOptionsEntry, Exporter, SolveRequest, StatusRequest,
 };
 use buildkit_session::{
-    Attachable, Auth, FileSend, FileSync, Secrets, Session, SshForward, Upload,
+    Attachable, Auth, ContentStore, FileSend, FileSync, Secrets, Session, SshForward, Upload,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncRead;
@@ -21,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::driver::{BoxFuture, Driver};
 use crate::error::{Error, Result, SolveError};
-use crate::progress::{Event, events_from_status};
+use crate::progress::{Event, Warning, events_from_status};
 
 /// The frontend that builds Dockerfiles.
 pub const DOCKERFILE_FRONTEND: &str = "dockerfile.v0";
@@ -35,6 +36,28 @@ pub struct OutputDone {
     pub detail: BTreeMap<String, String>,
 }
 
+/// Which list of the solve request a cache backend is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheRole {
+    /// `--cache-from`.
+    Import,
+    /// `--cache-to`.
+    Export,
+}
+
+/// The solve's exporter response, shared with the finishers: empty until the solve
+/// has succeeded, then what the daemon answered (`containerimage.digest`,
+/// `cache.manifest`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct ExporterResponse(Arc<OnceLock<BTreeMap<String, String>>>);
+
+impl ExporterResponse {
+    /// The response, once the solve has succeeded (always, when a finisher runs).
+    pub fn get(&self) -> Option<&BTreeMap<String, String>> {
+        self.0.get()
+    }
+}
+
 /// Where the client side of an output or cache hooks into a build.
 pub struct Prepare<'a> {
     /// The index of this exporter in the solve request (FileSend target id).
@@ -43,7 +66,15 @@ pub struct Prepare<'a> {
     pub driver: &'a str,
     /// Receivers for exporter output.
     pub filesend: &'a mut FileSend,
-    /// More services to attach to the build's session (e.g. a content store).
+    /// Local directories served as content stores (local cache import and export);
+    /// attached to the session when not empty.
+    pub content: &'a mut ContentStore,
+    /// For a cache backend, whether it is prepared for import or export; `None` for
+    /// an output.
+    pub cache_role: Option<CacheRole>,
+    /// The solve's exporter response, for finishers that need it.
+    pub response: ExporterResponse,
+    /// More services to attach to the build's session.
     pub attachables: &'a mut Vec<Box<dyn Attachable>>,
 }
 
@@ -72,6 +103,17 @@ pub trait CacheBackend: Send {
 
     /// The attrs sent to the daemon.
     fn attrs(&self) -> BTreeMap<String, String>;
+
+    /// The attrs sent when the backend is used as `role` (default: [`attrs`]), or
+    /// why to leave it out of the request: the build then goes on without it and the
+    /// reason is reported as a progress warning (e.g. a local cache directory with
+    /// nothing to import yet).
+    ///
+    /// [`attrs`]: CacheBackend::attrs
+    fn attrs_for(&self, role: CacheRole) -> std::result::Result<BTreeMap<String, String>, String> {
+        let _ = role;
+        Ok(self.attrs())
+    }
 
     /// Sets up the client side before the solve; the returned future, if any, runs
     /// after a successful solve.
@@ -572,6 +614,9 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
     }
 
     let mut filesend = FileSend::new();
+    let mut content = ContentStore::new();
+    let response = ExporterResponse::default();
+    let mut warnings = Vec::new();
     let mut attachables: Vec<Box<dyn Attachable>> = build.attachables;
     let mut exporters = Vec::new();
     let mut finishers: Vec<Finish> = Vec::new();
@@ -584,6 +629,9 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
             index: i as u64,
             driver: driver.name(),
             filesend: &mut filesend,
+            content: &mut content,
+            cache_role: None,
+            response: response.clone(),
             attachables: &mut attachables,
         };
         if let Some(f) = out.prepare(&mut ctx)? {
@@ -592,19 +640,29 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
     }
     let mut cache_finishers: Vec<Finish> = Vec::new();
     let mut cache = CacheOptions::default();
-    for (list, backends) in [
-        (&mut cache.imports, build.cache_imports),
-        (&mut cache.exports, build.cache_exports),
+    for (list, backends, role) in [
+        (&mut cache.imports, build.cache_imports, CacheRole::Import),
+        (&mut cache.exports, build.cache_exports, CacheRole::Export),
     ] {
         for c in backends {
+            let attrs = match c.attrs_for(role) {
+                Ok(attrs) => attrs,
+                Err(reason) => {
+                    warnings.push(reason);
+                    continue;
+                }
+            };
             list.push(CacheOptionsEntry {
                 r#type: c.backend_type(),
-                attrs: c.attrs(),
+                attrs,
             });
             let mut ctx = Prepare {
                 index: u64::MAX,
                 driver: driver.name(),
                 filesend: &mut filesend,
+                content: &mut content,
+                cache_role: Some(role),
+                response: response.clone(),
                 attachables: &mut attachables,
             };
             if let Some(f) = c.prepare(&mut ctx)? {
@@ -649,6 +707,9 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
     if !filesend.is_empty() {
         session = session.attach(filesend);
     }
+    if !content.is_empty() {
+        session = session.attach(content);
+    }
     for a in attachables {
         session = session.attach_boxed(a);
     }
@@ -673,8 +734,18 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
     };
 
     let (tx, rx) = mpsc::unbounded_channel();
+    for short in warnings {
+        let _ = tx.send(Event::Warning(Warning {
+            vertex: String::new(),
+            level: 1,
+            short,
+            detail: Vec::new(),
+            url: String::new(),
+        }));
+    }
     let mut status_client = control.clone();
     let status_ref = reference.clone();
+    let response_slot = response;
     let task = tokio::spawn(async move {
         let status = tokio::spawn(async move {
             let stream = status_client
@@ -693,8 +764,8 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
         let solved = control.solve(request).await;
         // The status stream ends once the daemon has sent the last updates.
         let _ = tokio::time::timeout(Duration::from_secs(10), status).await;
-        let response = match solved {
-            Ok(r) => r.into_inner().exporter_response,
+        let response: BTreeMap<String, String> = match solved {
+            Ok(r) => r.into_inner().exporter_response.into_iter().collect(),
             Err(s) if s.code() == tonic::Code::Cancelled => return Err(Error::Cancelled),
             Err(s) => {
                 drop(session_handle);
@@ -704,6 +775,9 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
                 }));
             }
         };
+        // Finishers may read the response (a local cache's index needs
+        // `cache.manifest`).
+        let _ = response_slot.0.set(response.clone());
         let mut outputs = Vec::new();
         for f in finishers {
             outputs.push(f.await?);
@@ -713,7 +787,7 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
         }
         let _ = session_handle.close().await;
         Ok(Solved {
-            exporter_response: response.into_iter().collect(),
+            exporter_response: response,
             outputs,
         })
     });

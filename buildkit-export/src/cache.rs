@@ -1,7 +1,9 @@
 //! Cache backends for `--cache-from` and `--cache-to`. Each is a
 //! [`buildkit_driver::CacheBackend`]; the same value works for import and export where
 //! the backend supports both (the driver also sends imports as the frontend's
-//! `cache-imports` attr).
+//! `cache-imports` attr). [`LocalCache`] also has a client side: the directory is
+//! served to the daemon as a content store, and its `index.json` updated after an
+//! export.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +51,10 @@ macro_rules! common {
         }
     };
 }
+
+mod local;
+
+pub use local::LocalCache;
 
 macro_rules! backend {
     ($t:ty, $name:literal) => {

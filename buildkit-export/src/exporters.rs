@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use buildkit_driver::{Error, Finish, Output, OutputDone, Prepare, Result};
 use buildkit_session::{FileSendTarget, Transfer};
+
+use crate::layout_index::{self, RefName};
 use tokio::io::AsyncWrite;
 
 /// Layer compression for image exporters.
@@ -283,6 +285,62 @@ fn finish(transfer: Transfer) -> Finish {
     })
 }
 
+/// The content store the `oci` and `docker` exporters write a layout directory
+/// through (`tar=false`).
+const EXPORT_STORE: &str = "export";
+
+/// An image layout directory: the daemon writes the blobs into `dir` through the
+/// session's content store; the client then records the image in `index.json` under
+/// its names (`latest` without one), as BuildKit's client does.
+fn register_layout_dir(dir: PathBuf, ctx: &mut Prepare<'_>) -> Result<Finish> {
+    if ctx.content.ids().any(|id| id == EXPORT_STORE) {
+        return Err(Error::Invalid(
+            "only one image layout directory per build: BuildKit writes every one through the same store".into(),
+        ));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Error::Invalid(format!(
+            "creating the layout directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    ctx.content.add(EXPORT_STORE, &dir);
+    let response = ctx.response.clone();
+    Ok(Box::pin(async move {
+        use base64::Engine;
+        let response = response.get().cloned().unwrap_or_default();
+        let invalid = |what: String| {
+            Error::Invalid(format!(
+                "recording the image in {}: {what}",
+                dir.join("index.json").display()
+            ))
+        };
+        let encoded = response
+            .get("containerimage.descriptor")
+            .ok_or_else(|| invalid("the daemon reported no containerimage.descriptor".into()))?;
+        let desc = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "containerimage.descriptor {encoded:?} is not base64 JSON"
+                ))
+            })?;
+        let names: Vec<RefName> = match response.get("image.name") {
+            Some(n) if !n.is_empty() => n.split(',').map(|n| RefName::Image(n.into())).collect(),
+            _ => vec![RefName::Tag("latest".into())],
+        };
+        let digest = layout_index::put(&dir, &desc, &names)
+            .await
+            .map_err(invalid)?;
+        Ok(OutputDone {
+            bytes: 0,
+            detail: BTreeMap::from([("containerimage.digest".to_string(), digest)]),
+        })
+    }))
+}
+
 fn register(sink: Sink, ctx: &mut Prepare<'_>) -> Finish {
     let target = match sink {
         Sink::File(p) => FileSendTarget::File(p),
@@ -326,7 +384,10 @@ macro_rules! image_tar {
                 Self::to_writer(tokio::io::stdout())
             }
 
-            /// Writes an OCI image layout directory instead of a tar (`tar=false`).
+            /// Writes an OCI image layout directory instead of a tar (`tar=false`): the
+            /// daemon writes the blobs through the session, and the image is recorded
+            /// in the directory's `index.json` under its names (`latest` without one).
+            /// One layout directory per build.
             pub fn to_dir(path: impl AsRef<Path>) -> Self {
                 Self {
                     opts: ImageOptions::default(),
@@ -349,7 +410,10 @@ macro_rules! image_tar {
             }
 
             fn prepare(self: Box<Self>, ctx: &mut Prepare<'_>) -> Result<Option<Finish>> {
-                Ok(Some(register(self.sink, ctx)))
+                match self.sink {
+                    Sink::Dir(dir) => register_layout_dir(dir, ctx).map(Some),
+                    sink => Ok(Some(register(sink, ctx))),
+                }
             }
         }
     };

@@ -12,6 +12,7 @@
 //! | [`FileSync`] | `moby.filesync.v1.FileSync` | local directories (contexts) |
 //! | [`FileSend`] | `moby.filesync.v1.FileSend` | where exporter output goes |
 //! | [`Upload`] | `moby.upload.v1.Upload` | byte streams such as a tarball context |
+//! | [`ContentStore`] | `containerd.services.content.v1.Content` | local cache directories |
 //!
 //! Attach a session to dockerd with [`Session::run_on_docker`] (the `/session`
 //! upgrade) or to any Control API with [`tunnel::run_on_control`].
@@ -33,6 +34,7 @@
 //! ```
 
 pub mod auth;
+pub mod content;
 pub mod context;
 mod error;
 pub mod filesend;
@@ -48,6 +50,7 @@ pub mod tunnel;
 pub mod upload;
 
 pub use auth::{Auth, Credentials};
+pub use content::ContentStore;
 pub use error::{Error, Result};
 pub use filesend::{Delivered, FileSend, FileSendTarget, Transfer};
 pub use filesync::FileSync;

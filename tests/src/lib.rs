@@ -563,3 +563,121 @@ impl MtlsBuildkitd {
         })
     }
 }
+
+/// A build context in a new temporary directory: `(path, content)` pairs.
+pub fn context_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        let p = d.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    d
+}
+
+/// Solves `build` on `driver`, collecting every progress event.
+pub async fn solve_with_events(
+    driver: &dyn buildkit_driver::Driver,
+    build: buildkit_driver::Build,
+) -> (
+    buildkit_driver::Result<buildkit_driver::Solved>,
+    Vec<buildkit_driver::progress::Event>,
+) {
+    use futures_util::StreamExt;
+    let mut handle = match driver.solve(build).await {
+        Ok(h) => h,
+        Err(e) => return (Err(e), Vec::new()),
+    };
+    let events = tokio::spawn(handle.progress().collect::<Vec<_>>());
+    let res = handle.await;
+    (res, events.await.unwrap())
+}
+
+/// The states reported for the vertexes whose name contains `needle`.
+pub fn vertex_states(
+    events: &[buildkit_driver::progress::Event],
+    needle: &str,
+) -> Vec<buildkit_driver::progress::VertexState> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            buildkit_driver::progress::Event::Vertex(v) if v.name.contains(needle) => {
+                Some(v.state.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a vertex whose name contains `needle` was taken from the cache.
+pub fn vertex_cached(events: &[buildkit_driver::progress::Event], needle: &str) -> bool {
+    vertex_states(events, needle)
+        .iter()
+        .any(|s| matches!(s, buildkit_driver::progress::VertexState::Cached))
+}
+
+/// A registry of its own (`docker-registry`) on 127.0.0.1 that requires basic auth
+/// for one user (an `auth: htpasswd:` section); stopped when dropped.
+pub struct AuthRegistry {
+    /// `127.0.0.1:<port>`.
+    pub host: String,
+    /// The user it accepts.
+    pub user: String,
+    /// That user's password.
+    pub password: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthRegistry {
+    /// Starts one with a fresh storage directory and waits until it listens.
+    pub fn start(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd (apache2-utils) is installed");
+        assert!(out.status.success(), "htpasswd failed");
+        std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\n\
+             auth:\n  htpasswd:\n    realm: buildkit-rs-test\n    path: {htpasswd}\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            root = dir.path().join("data").display(),
+            htpasswd = dir.path().join("htpasswd").display(),
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is installed");
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(30),
+                "the htpasswd registry did not listen; its log:\n{}",
+                std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self {
+            host: format!("127.0.0.1:{port}"),
+            user: user.to_string(),
+            password: password.to_string(),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
