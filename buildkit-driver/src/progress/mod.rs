@@ -14,7 +14,7 @@ use prost::Message;
 use time::OffsetDateTime;
 
 pub use plain::Plain;
-pub use rawjson::RawJson;
+pub use rawjson::{RawJson, to_json};
 pub use tty::Tty;
 
 /// One thing that happened in a build.

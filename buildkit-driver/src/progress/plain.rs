@@ -17,7 +17,7 @@ use super::{Event, Log, Status, Vertex, VertexState, Warning};
 const ERROR_LOG_LINES: usize = 10;
 
 /// How often accumulated updates are printed.
-pub const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Vtx {
@@ -71,7 +71,7 @@ impl Vtx {
 /// Prints events as numbered lines (`#3 [2/2] RUN make`, `#3 0.512 output`,
 /// `#3 DONE 0.6s`, `#4 CACHED`, `#5 ERROR: ...`), then a summary of failed steps.
 ///
-/// [`Plain::print`] consumes a stream and prints on a [`TICK`]; for manual use call
+/// [`Plain::print`] consumes a stream and prints on a 100 ms tick; for manual use call
 /// [`Plain::handle`] for each event and [`Plain::flush`] to print.
 pub struct Plain<W: Write> {
     w: W,
@@ -97,7 +97,7 @@ impl<W: Write> Plain<W> {
         }
     }
 
-    /// Prints `events` as they come (coalesced on a [`TICK`]), then the summary;
+    /// Prints `events` as they come (coalesced on a 100 ms tick), then the summary;
     /// returns the writer.
     pub async fn print<S>(mut self, events: S) -> std::io::Result<W>
     where
