@@ -301,7 +301,7 @@ fn receive_dir(
             }
             Err(e) => {
                 let _ = err_tx
-                    .meta(vec![Err(Status::from(crate::Error::Protocol(
+                    .send(vec![Err(Status::from(crate::Error::Protocol(
                         e.to_string(),
                     )))])
                     .await;

@@ -115,7 +115,7 @@ impl FileSyncService for FileSync {
         let stats = self.stats.clone();
         tokio::spawn(async move {
             if let Err(e) = fsutil::send(walker, inbound, tx.clone(), stats).await {
-                let _ = tx.meta(vec![Err(Status::from(e))]).await;
+                let _ = tx.send(vec![Err(Status::from(e))]).await;
             }
         });
         Ok(Response::new(Box::pin(packets)))

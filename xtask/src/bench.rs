@@ -140,6 +140,7 @@ fn docker_cli() -> Result<PathBuf> {
     bail!("the docker CLI of Debian's docker.io package (/usr/bin/docker) is needed as the peer")
 }
 
+/// Empties dockerd's build cache, so that the next build is cold.
 fn prune(docker: &Path, host: &str) -> Result<()> {
     let st = Command::new(docker)
         .args(["builder", "prune", "-af"])
@@ -149,7 +150,14 @@ fn prune(docker: &Path, host: &str) -> Result<()> {
     if !st.success() {
         bail!("docker builder prune failed");
     }
+    settle();
     Ok(())
+}
+
+/// Writes back dirty pages (the previous build's output), so that the next run does
+/// not pay for them.
+fn settle() {
+    let _ = Command::new("sync").status();
 }
 
 fn context(root: &Path) -> Result<()> {
@@ -184,7 +192,7 @@ fn context(root: &Path) -> Result<()> {
     }
     let ours_bin = root.join("target/release/examples/rest_build");
 
-    let ours = |key: &str| {
+    let ours = |key: &str| -> Command {
         let mut c = Command::new(&ours_bin);
         c.arg("--dir")
             .arg(&dir)
@@ -199,7 +207,7 @@ fn context(root: &Path) -> Result<()> {
             .env("DOCKER_HOST", &host);
         c
     };
-    let theirs = || {
+    let theirs = || -> Command {
         let mut c = Command::new(&docker);
         c.args([
             "build",
@@ -217,42 +225,49 @@ fn context(root: &Path) -> Result<()> {
     let changed = dir.join("d007/f00007.bin");
     let original = fs::read(&changed)?;
 
-    let mut results: Vec<(&str, &str, Sample)> = Vec::new();
-    for (client, warm_key) in [("ours", "bench-ours"), ("docker CLI", "")] {
-        let mut cold = Vec::new();
-        let mut warm = Vec::new();
-        for run in 0..RUNS {
-            prune(&docker, &host)?;
-            let mut c = if client == "ours" {
-                ours(warm_key)
-            } else {
-                theirs()
+    // The clients take turns, so that drift on the machine hits both alike.
+    let clients = ["ours", "docker CLI"];
+    let mut samples: Vec<(&str, &str, Sample)> = Vec::new();
+    for run in 0..RUNS {
+        for client in clients {
+            let cmd = |client: &str| {
+                if client == "ours" {
+                    ours("bench-ours")
+                } else {
+                    theirs()
+                }
             };
-            let s = measure(&mut c)?;
+            prune(&docker, &host)?;
+            let s = measure(&mut cmd(client))?;
             println!(
                 "bench: {client} cold #{run}: {:.2}s wall, {:.2}s CPU, {:.1} MiB",
                 s.wall, s.cpu, s.rss_mib
             );
-            cold.push(s);
+            samples.push((client, "cold", s));
             // Warm: the same context with one file changed.
             let mut content = original.clone();
             content.extend_from_slice(format!("changed {run}").as_bytes());
             fs::write(&changed, &content)?;
-            let mut c = if client == "ours" {
-                ours(warm_key)
-            } else {
-                theirs()
-            };
-            let s = measure(&mut c)?;
+            settle();
+            let s = measure(&mut cmd(client))?;
             println!(
                 "bench: {client} warm #{run}: {:.2}s wall, {:.2}s CPU, {:.1} MiB",
                 s.wall, s.cpu, s.rss_mib
             );
-            warm.push(s);
+            samples.push((client, "warm", s));
             fs::write(&changed, &original)?;
         }
-        results.push((client, "cold", median(cold)));
-        results.push((client, "warm", median(warm)));
+    }
+    let mut results: Vec<(&str, &str, Sample)> = Vec::new();
+    for client in clients {
+        for kind in ["cold", "warm"] {
+            let v: Vec<Sample> = samples
+                .iter()
+                .filter(|s| s.0 == client && s.1 == kind)
+                .map(|s| s.2)
+                .collect();
+            results.push((client, kind, median(v)));
+        }
     }
 
     let get = |c: &str, k: &str| {

@@ -89,7 +89,7 @@ impl Receiver {
     ) -> Result<ReceiveSummary> {
         let res = self.run_inner(inbound, outbound);
         if let Err(e) = &res {
-            let _ = outbound.blocking_meta(vec![Ok(Packet {
+            let _ = outbound.blocking_send(vec![Ok(Packet {
                 r#type: PacketType::PacketErr as i32,
                 data: Bytes::from(e.to_string()),
                 ..Default::default()
@@ -133,7 +133,7 @@ impl Receiver {
             if self.listing_done && self.requested.is_empty() && !self.fin_sent {
                 self.fin_sent = true;
                 outbound
-                    .blocking_meta(vec![Ok(Packet {
+                    .blocking_send(vec![Ok(Packet {
                         r#type: PacketType::PacketFin as i32,
                         ..Default::default()
                     })])
@@ -259,7 +259,7 @@ impl Receiver {
             },
         );
         outbound
-            .blocking_meta(vec![Ok(Packet {
+            .blocking_send(vec![Ok(Packet {
                 r#type: PacketType::PacketReq as i32,
                 id,
                 ..Default::default()

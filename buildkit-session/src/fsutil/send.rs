@@ -104,7 +104,7 @@ where
                 p.stat = Some(entry.stat);
                 batch.push(Ok(p));
                 if batch.len() >= STAT_BATCH {
-                    out.blocking_meta(std::mem::replace(
+                    out.blocking_send(std::mem::replace(
                         &mut batch,
                         Vec::with_capacity(STAT_BATCH),
                     ))
@@ -120,7 +120,7 @@ where
                     batch.push(Ok(p));
                 }
             }
-            out.blocking_meta(batch).map_err(|_| gone())?;
+            out.blocking_send(batch).map_err(|_| gone())?;
             res
         })
     };
@@ -202,7 +202,7 @@ where
             Err(e) => return Err(Error::Transport(format!("file sender failed: {e}"))),
         }
     }
-    out.meta(vec![Ok(packet(PacketType::PacketFin))])
+    out.send(vec![Ok(packet(PacketType::PacketFin))])
         .await
         .map_err(|_| gone())?;
     Ok(())
@@ -271,7 +271,7 @@ fn send_file(id: u32, file: &Requestable, out: &Outbound, stats: &SendStats) -> 
             stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
             batch.push(data(Bytes::from(buf)));
             if left > 0 && n == want {
-                out.blocking_data(std::mem::replace(&mut batch, Vec::with_capacity(2)))
+                out.blocking_send(std::mem::replace(&mut batch, Vec::with_capacity(2)))
                     .map_err(|_| gone())?;
             } else if n < want {
                 // The file shrank: what was there is sent.
@@ -281,5 +281,5 @@ fn send_file(id: u32, file: &Requestable, out: &Outbound, stats: &SendStats) -> 
     }
     stats.files.fetch_add(1, Ordering::Relaxed);
     batch.push(data(Bytes::new()));
-    out.blocking_data(batch).map_err(|_| gone())
+    out.blocking_send(batch).map_err(|_| gone())
 }
