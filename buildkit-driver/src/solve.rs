@@ -591,11 +591,49 @@ fn cache_imports_attr(entries: &[CacheOptionsEntry]) -> String {
     serde_json::Value::Array(list).to_string()
 }
 
+/// Missing local directories or Dockerfile fail before anything is sent, naming the
+/// path (the daemon would otherwise report a transfer error).
+fn check_local_dirs(build: &Build) -> Result<()> {
+    let dir_ok = |what: &str, p: &Path| {
+        if p.is_dir() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "{what} {} is not a directory",
+                p.display()
+            )))
+        }
+    };
+    if let Some(c) = &build.context {
+        dir_ok("the build context", c)?;
+    }
+    for (name, dir) in &build.named_local {
+        dir_ok(&format!("the named context {name:?}"), dir)?;
+    }
+    if let Some(d) = &build.dockerfile_dir {
+        dir_ok("the Dockerfile's directory", d)?;
+        let name = build
+            .attrs
+            .get("filename")
+            .map(String::as_str)
+            .unwrap_or("Dockerfile");
+        let file = d.join(name);
+        if !file.is_file() {
+            return Err(Error::Invalid(format!(
+                "no Dockerfile at {}",
+                file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Starts a solve on `driver` (the body of [`Driver::solve`]).
 pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Result<BuildHandle> {
     if let Some(e) = build.error {
         return Err(Error::Invalid(e));
     }
+    check_local_dirs(&build)?;
     let caps = driver.capabilities().await?;
     for o in &build.outputs {
         caps.check_exporter(&o.exporter_type())?;

@@ -165,7 +165,7 @@ impl Session {
             id,
             stop: Some(stop_tx),
             task: Some(task),
-            _guards: Vec::new(),
+            guards: Vec::new(),
         }
     }
 
@@ -186,7 +186,7 @@ pub struct SessionHandle {
     id: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<()>>>,
-    _guards: Vec<Box<dyn std::any::Any + Send>>,
+    guards: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -205,7 +205,7 @@ impl SessionHandle {
 
     /// Keeps `guard` alive as long as the session runs (e.g. a transport task handle).
     pub(crate) fn keep(&mut self, guard: impl std::any::Any + Send) {
-        self._guards.push(Box::new(guard));
+        self.guards.push(Box::new(guard));
     }
 
     /// True once the connection has ended (the daemon closed it, or it failed).

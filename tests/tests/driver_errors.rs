@@ -111,3 +111,25 @@ async fn an_unreadable_secret_fails_before_the_build_naming_it() {
     assert!(msg.contains("deploy_key"), "{msg}");
     assert!(msg.contains("/nonexistent/key"), "{msg}");
 }
+
+#[tokio::test]
+async fn a_missing_context_or_dockerfile_fails_before_the_build() {
+    let env = TestEnv::get();
+    let driver = Remote::new(&env.buildkit_host).unwrap();
+    let msg = solve_err(&driver, Build::dockerfile("/nonexistent/context"))
+        .await
+        .to_string();
+    assert!(
+        msg.contains("the build context /nonexistent/context is not a directory"),
+        "{msg}"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let msg = solve_err(&driver, Build::dockerfile(d.path()))
+        .await
+        .to_string();
+    assert!(msg.contains("no Dockerfile at"), "{msg}");
+    assert!(
+        msg.contains(&d.path().join("Dockerfile").display().to_string()),
+        "{msg}"
+    );
+}
