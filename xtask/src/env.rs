@@ -599,24 +599,7 @@ fn ensure_base_image(layout: &Layout) -> Result<()> {
         let rootfs = layout.p("busybox-rootfs");
         let _ = fs::remove_dir_all(&rootfs);
         make_busybox_rootfs(&rootfs)?;
-        let tar = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut tar = tar;
-        run_cmd_with_stdin(
-            docker(layout)
-                .args(["import", "-", "busybox:local"])
-                .stdin(tar.stdout.take().expect("piped")),
-            "docker import busybox:local",
-        )?;
-        let status = tar.wait()?;
-        if !status.success() {
-            bail!("tar of the busybox rootfs failed ({status})");
-        }
-        fs::remove_dir_all(&rootfs)?;
+        docker_import(layout, &rootfs, &[], "busybox:local")?;
         println!("env: imported busybox:local");
     }
     let in_registry = matches!(
@@ -675,11 +658,17 @@ pub fn make_busybox_rootfs(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The version label of the local buildkit image: the BuildKit release and a revision
+/// of what `ensure_buildkit_image` puts in it (bump it when that changes).
+fn buildkit_image_version() -> String {
+    format!("{BUILDKIT_VERSION}-r2")
+}
+
 /// `buildkit-rs/buildkit:local`: buildkitd and buildctl (static), runc with its shared
 /// libraries, busybox, and a config that knows the local registry speaks HTTP.
 fn ensure_buildkit_image(layout: &Layout, buildkitd: &Path) -> Result<()> {
     let sock = layout.docker_sock();
-    let label = format!("\"buildkit-rs.version\":\"{BUILDKIT_VERSION}\"");
+    let label = format!("\"buildkit-rs.version\":\"{}\"", buildkit_image_version());
     if let Some((200, body)) = http_get_unix(&sock, &format!("/images/{BUILDKIT_IMAGE}/json"))
         && body.contains(&label)
     {
@@ -702,29 +691,43 @@ fn ensure_buildkit_image(layout: &Layout, buildkitd: &Path) -> Result<()> {
         layout.p("buildkitd.toml"),
         rootfs.join("etc/buildkit/buildkitd.toml"),
     )?;
+    docker_import(
+        layout,
+        &rootfs,
+        &[
+            "ENTRYPOINT [\"buildkitd\"]",
+            &format!("LABEL buildkit-rs.version={}", buildkit_image_version()),
+        ],
+        BUILDKIT_IMAGE,
+    )?;
+    println!("env: made {BUILDKIT_IMAGE}");
+    Ok(())
+}
+
+/// `tar -C rootfs -c . | docker import -c CHANGE... - image`, then removes `rootfs`.
+fn docker_import(layout: &Layout, rootfs: &Path, changes: &[&str], image: &str) -> Result<()> {
     let mut tar = Command::new("tar")
         .arg("-C")
-        .arg(&rootfs)
+        .arg(rootfs)
         .args(["-c", "."])
         .stdout(Stdio::piped())
         .spawn()?;
+    let mut import = docker(layout);
+    import.arg("import");
+    for c in changes {
+        import.args(["-c", c]);
+    }
     run_cmd_with_stdin(
-        docker(layout)
-            .args(["import", "-c", "ENTRYPOINT [\"buildkitd\"]"])
-            .args([
-                "-c",
-                &format!("LABEL buildkit-rs.version={BUILDKIT_VERSION}"),
-            ])
-            .args(["-", BUILDKIT_IMAGE])
+        import
+            .args(["-", image])
             .stdin(tar.stdout.take().expect("piped")),
-        "docker import of the buildkit image",
+        &format!("docker import {image}"),
     )?;
     let status = tar.wait()?;
     if !status.success() {
-        bail!("tar of the buildkit rootfs failed ({status})");
+        bail!("tar of the {image} rootfs failed ({status})");
     }
-    fs::remove_dir_all(&rootfs)?;
-    println!("env: made {BUILDKIT_IMAGE}");
+    fs::remove_dir_all(rootfs)?;
     Ok(())
 }
 
