@@ -483,6 +483,17 @@ impl MtlsBuildkitd {
         use std::sync::OnceLock;
         static DAEMON: OnceLock<MtlsBuildkitd> = OnceLock::new();
         DAEMON.get_or_init(|| {
+            // Leftovers of earlier test processes (their daemons died with them).
+            if let Ok(entries) = std::fs::read_dir("/tmp") {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(pid) = name.strip_prefix("bk-mtls-")
+                        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                    {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
             let dir = std::path::PathBuf::from(format!("/tmp/bk-mtls-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
