@@ -180,11 +180,15 @@ impl<W: Write> Tty<W> {
         for l in &lines {
             writeln!(self.w, "\x1b[2K{}", l.trim_end())?;
         }
-        // Clear what a longer previous frame left below.
-        for _ in lines.len()..self.drawn_lines {
+        // Clear what a longer previous frame left below, and come back up.
+        let extra = self.drawn_lines.saturating_sub(lines.len());
+        for _ in 0..extra {
             writeln!(self.w, "\x1b[2K")?;
         }
-        self.drawn_lines = lines.len().max(self.drawn_lines);
+        if extra > 0 {
+            write!(self.w, "\x1b[{extra}A")?;
+        }
+        self.drawn_lines = lines.len();
         self.w.flush()
     }
 
