@@ -142,11 +142,14 @@ impl Session {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            // Large windows for what the daemon sends us, and room to queue file data
+            // ahead of the daemon's flow-control window so that none of its window
+            // updates finds us idle (measured: ~5% of a large context's wall time).
             builder
                 .initial_stream_window_size(4 << 20)
                 .initial_connection_window_size(16 << 20)
                 .max_frame_size(1 << 20)
-                .max_send_buf_size(1 << 20);
+                .max_send_buf_size(8 << 20);
             let conn = builder.serve_connection(TokioIo::new(io), dispatch);
             tokio::pin!(conn);
             tokio::select! {
