@@ -266,20 +266,42 @@ impl DockerContainerBuilder {
         }
     }
 
+    /// The last lines the container wrote: errors (stderr) first, then stdout (where
+    /// a usage text would drown them). Docker applies `tail` before it picks the
+    /// stream, so each stream is read whole and cut here.
     async fn logs_tail(&self) -> String {
-        let Ok(mut s) = self
-            .docker
-            .containers()
-            .logs(&self.name, &LogsOptions::new().tail(30))
-            .await
-        else {
+        let mut out = String::new();
+        for (name, stdout, lines) in [("stderr", false, 20), ("stdout", true, 10)] {
+            let text = self.logs(stdout, lines).await;
+            if !text.is_empty() {
+                out.push_str(&format!("--- {name}:\n{text}"));
+            }
+        }
+        out
+    }
+
+    /// The last `lines` lines of one stream.
+    async fn logs(&self, stdout: bool, lines: usize) -> String {
+        let opts = LogsOptions::new().stdout(stdout).stderr(!stdout);
+        let Ok(mut s) = self.docker.containers().logs(&self.name, &opts).await else {
             return String::new();
         };
-        let mut out = Vec::new();
+        let mut last: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let mut partial = String::new();
         while let Some(Ok(piece)) = s.next().await {
-            out.extend_from_slice(&piece.data);
+            partial.push_str(&String::from_utf8_lossy(&piece.data));
+            while let Some(i) = partial.find('\n') {
+                let line: String = partial.drain(..=i).collect();
+                last.push_back(line);
+                if last.len() > lines {
+                    last.pop_front();
+                }
+            }
         }
-        String::from_utf8_lossy(&out).into_owned()
+        if !partial.is_empty() {
+            last.push_back(partial);
+        }
+        last.into_iter().collect()
     }
 }
 

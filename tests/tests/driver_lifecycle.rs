@@ -8,7 +8,7 @@ use buildkit_driver::{Build, DockerContainer, Driver, Lifecycle, Network, Remote
 use buildkit_proto::moby::buildkit::v1::{BuildHistoryEventType, BuildHistoryRequest};
 use buildkit_session::context::{TarOptions, context_tar};
 use futures_util::StreamExt;
-use tests::{TestEnv, unique_name};
+use tests::{Cleanup, Leftover, TestEnv, unique_name};
 
 fn context(dockerfile: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
@@ -191,6 +191,9 @@ async fn docker_container_lifecycle_remove_takes_container_and_volume() {
     let env = TestEnv::get();
     let docker = env.docker();
     let name = unique_name("bk-lifecycle");
+    // Removed by the test itself; the guards only act when an assertion fails first.
+    let _container = Cleanup::new(&env, Leftover::Container(name.clone()));
+    let _volume = Cleanup::new(&env, Leftover::Volume(format!("{name}_state")));
     let driver = unprivileged(DockerContainer::builder(docker.clone()))
         .image(&env.buildkit_image)
         .name(&name)
@@ -249,6 +252,8 @@ async fn docker_container_that_never_gets_ready_fails_with_its_logs() {
     let env = TestEnv::get();
     let docker = env.docker();
     let name = unique_name("bk-notready");
+    let _container = Cleanup::new(&env, Leftover::Container(name.clone()));
+    let _volume = Cleanup::new(&env, Leftover::Volume(format!("{name}_state")));
     let started = std::time::Instant::now();
     let err = unprivileged(DockerContainer::builder(docker.clone()))
         .image(&env.buildkit_image)
