@@ -165,7 +165,7 @@ impl Capabilities {
                 set(&["registry", "local", "gha", "s3", "azblob"]),
             ),
             StoreKind::Graphdriver => (
-                set(&["moby", "image", "local", "tar"]),
+                set(&["moby", "local", "tar"]),
                 set(&["inline"]),
                 set(&["registry"]),
             ),
@@ -184,6 +184,7 @@ impl Capabilities {
                 s
             })
             .collect();
+        platforms.sort();
         platforms.dedup();
         let mut exporters = exporters;
         if driver != "moby" {

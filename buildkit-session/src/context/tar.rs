@@ -159,9 +159,17 @@ async fn write_tar(walker: Walker, writer: DuplexStream, gzip: bool) -> Result<(
     drop(rx);
     let walked = walk
         .await
-        .map_err(|e| Error::Transport(format!("walker failed: {e}")))?;
-    walked?;
-    written?;
+        .map_err(|e| Error::Transport(format!("walker failed: {e}")))
+        .and_then(|r| r);
+    // A failed append is the cause; the walker then only saw the writer go away.
+    if let Err(e) = written.and(walked) {
+        // Close the pipe without an end-of-archive marker, so the reader can
+        // never take the truncated tar for a whole one; finishing into a
+        // sink only settles the builder (it refuses to be dropped unfinished).
+        *tar.get_mut() = Box::new(tokio::io::sink());
+        let _ = tar.finish().await;
+        return Err(e);
+    }
     let mut sink = tar
         .into_inner()
         .await
@@ -207,7 +215,8 @@ async fn append(
         set_link_name(tar, &mut h, &st.linkname).await?;
     } else {
         h.set_entry_type(EntryType::Regular);
-        let file = tokio::fs::File::open(&entry.abs).await.map_err(io_err)?;
+        let file = crate::fsutil::open_listed_file(&entry.abs).map_err(io_err)?;
+        let file = tokio::fs::File::from_std(file);
         // Send exactly the size listed: a file growing meanwhile must not break the tar.
         h.set_size(st.size as u64);
         let data = tokio::io::AsyncReadExt::take(file, st.size as u64);
@@ -354,12 +363,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_walk_is_an_error_for_the_reader() {
+    async fn bad_dockerignore_patterns_are_refused_up_front() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(".dockerignore"), "[bad").unwrap();
         let err = context_tar(d.path(), &TarOptions::default())
             .unwrap_err()
             .to_string();
         assert!(err.contains("exclude patterns"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_walk_failing_midway_is_an_error_for_the_reader() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::create_dir(d.path().join("z")).unwrap();
+        let bad = d
+            .path()
+            .join("z")
+            .join(std::ffi::OsStr::from_bytes(b"bad-\xff"));
+        std::fs::write(bad, b"x").unwrap();
+        let mut rd = context_tar(d.path(), &TarOptions::default()).unwrap();
+        let mut bytes = Vec::new();
+        let err = rd.read_to_end(&mut bytes).await.unwrap_err().to_string();
+        assert!(err.contains("packing the build context"), "{err}");
+        assert!(err.contains("not valid UTF-8"), "{err}");
     }
 }

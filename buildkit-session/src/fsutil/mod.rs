@@ -21,6 +21,16 @@ pub use walk::{Entry, WalkOptions, Walker};
 
 use crate::error::{Error, Result};
 
+/// Opens a file the walker listed, for reading its data: never through a symlink
+/// planted at its name since, and never blocking on a FIFO swapped in.
+pub(crate) fn open_listed_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// Sends the directory `walker` walks to a receiver: `inbound` carries the receiver's
 /// packets (REQ, FIN), `outbound` takes ours.
 pub(crate) async fn send<S, E>(

@@ -2,7 +2,6 @@
 //! chunks (several files in flight), FIN after the receiver's FIN.
 
 use std::collections::HashMap;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -147,9 +146,31 @@ where
         }));
     }
 
+    let mut walk = walk;
+    let mut walked: Option<Result<()>> = None;
     let result: Result<()> = async {
         loop {
-            let p = match inbound.next().await {
+            // Watch the walker too: if it fails (or dies) the receiver would wait for
+            // the rest of the listing forever.
+            let next = tokio::select! {
+                r = &mut walk, if walked.is_none() => {
+                    match r {
+                        Ok(Ok(())) => walked = Some(Ok(())),
+                        // The walker sent ERR after the listing it managed.
+                        Ok(Err(e)) => return Err(e),
+                        Err(e) => {
+                            let msg = format!("the directory walk failed: {e}");
+                            let mut p = packet(PacketType::PacketErr);
+                            p.data = Bytes::from(msg.clone());
+                            let _ = out.send(vec![Ok(p)]).await;
+                            return Err(Error::Transport(msg));
+                        }
+                    }
+                    continue;
+                }
+                p = inbound.next() => p,
+            };
+            let p = match next {
                 Some(Ok(p)) => p,
                 Some(Err(e)) => {
                     return Err(Error::Transport(format!(
@@ -197,20 +218,14 @@ where
     .await;
 
     drop(work_tx);
-    if let Err(e) = result {
-        // A failed walk is the real cause (the receiver then gives up); otherwise do not
-        // wait for tasks that may be blocked on a peer that stopped reading.
-        if walk.is_finished()
-            && let Ok(Err(walk_err)) = walk.await
-        {
-            return Err(walk_err);
+    // Do not wait for tasks that may be blocked on a peer that stopped reading.
+    result?;
+    if walked.is_none() {
+        match walk.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(Error::Transport(format!("the directory walk failed: {e}"))),
         }
-        return Err(e);
-    }
-    match walk.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(e) => return Err(Error::Transport(format!("walker failed: {e}"))),
     }
     for w in workers {
         match w.await {
@@ -278,10 +293,7 @@ fn read_file(
         p.data = bytes;
         Ok(p)
     };
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&file.path);
+    let opened = super::open_listed_file(&file.path);
     let mut batch: Vec<Item> = Vec::with_capacity(2);
     if let Ok(mut f) = opened {
         let mut left = file.size as usize;

@@ -372,3 +372,52 @@ async fn receiver_checks_hardlinks_order_and_requests() {
     let (err, _) = hostile(vec![stat("a", 0o644)]).await;
     assert!(err.contains("before it was complete"), "{err}");
 }
+
+/// A directory whose walk fails part-way: a name that is not UTF-8.
+fn unwalkable_tree() -> tempfile::TempDir {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a.txt"), b"a").unwrap();
+    std::fs::create_dir(d.path().join("z")).unwrap();
+    std::fs::write(
+        d.path()
+            .join("z")
+            .join(std::ffi::OsStr::from_bytes(b"bad-\xff")),
+        b"x",
+    )
+    .unwrap();
+    d
+}
+
+#[tokio::test]
+async fn a_walk_that_fails_midway_sends_err_and_ends() {
+    let src = unwalkable_tree();
+    let walker = Walker::new(src.path(), &WalkOptions::default()).unwrap();
+    let (out_tx, mut out_rx) = outbound();
+    let (_in_tx, in_rx) = mpsc::channel::<Result<Packet, tonic::Status>>(16);
+    let stats = Arc::new(SendStats::default());
+    let sender = tokio::spawn(send(walker, ReceiverStream::new(in_rx), out_tx, stats));
+    let mut kinds = Vec::new();
+    let err_text = loop {
+        let p = tokio::time::timeout(std::time::Duration::from_secs(10), out_rx.next())
+            .await
+            .expect("no hang")
+            .unwrap()
+            .unwrap();
+        if p.r#type == PacketType::PacketErr as i32 {
+            break String::from_utf8_lossy(&p.data).into_owned();
+        }
+        kinds.push(p.stat.map(|s| s.path));
+    };
+    assert!(err_text.contains("not valid UTF-8"), "{err_text}");
+    assert_eq!(
+        kinds,
+        vec![Some("a.txt".to_string()), Some("z".to_string())]
+    );
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), sender)
+        .await
+        .expect("the sender ends")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+}

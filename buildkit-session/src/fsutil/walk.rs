@@ -280,7 +280,13 @@ impl Walker {
             uid: if self.reset_owner { 0 } else { md.uid() },
             gid: if self.reset_owner { 0 } else { md.gid() },
             size: 0,
-            mod_time: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            mod_time: md
+                .mtime()
+                .checked_mul(1_000_000_000)
+                .and_then(|n| n.checked_add(md.mtime_nsec()))
+                .ok_or_else(|| {
+                    Error::Invalid(format!("{}: modification time out of range", abs.display()))
+                })?,
             ..Default::default()
         };
         if !md.is_dir() {
