@@ -347,7 +347,7 @@ impl Store {
                 req.digest
             )));
         }
-        let size = if req.size <= 0 || offset + req.size > len {
+        let size = if req.size <= 0 || req.size > len - offset {
             len - offset
         } else {
             req.size
@@ -474,6 +474,7 @@ impl Writer {
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&data)
             .await
             .map_err(|e| io_status(data.display(), e))?;
@@ -492,7 +493,7 @@ impl Writer {
         if total > 0 && status.total > 0 && total != status.total {
             return false;
         }
-        let Ok(mut data) = tokio::fs::File::open(self.dir.join("data")).await else {
+        let Ok(mut data) = open_no_follow(&self.dir.join("data")).await else {
             return false;
         };
         let mut hasher = Sha256::new();

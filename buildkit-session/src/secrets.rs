@@ -71,8 +71,31 @@ impl Secrets {
     /// Reads every secret once, so that a missing file, an unset variable or an
     /// oversized secret fails before a build starts rather than in the middle of it.
     pub fn check(&self) -> Result<()> {
-        for id in self.sources.keys() {
-            self.read(id)?;
+        for (id, source) in &self.sources {
+            match source {
+                // Only looked at: a pipe or `/dev/stdin` must keep its one-time
+                // content for the daemon's request.
+                Source::File(path) => {
+                    let md = std::fs::metadata(path).map_err(|e| {
+                        Error::io(format!("secret {id:?}: reading {}", path.display()), e)
+                    })?;
+                    if md.is_dir() {
+                        return Err(Error::Invalid(format!(
+                            "secret {id:?}: {} is a directory, not a file",
+                            path.display()
+                        )));
+                    }
+                    if md.is_file() {
+                        check_size(id, md.len())?;
+                        std::fs::File::open(path).map_err(|e| {
+                            Error::io(format!("secret {id:?}: reading {}", path.display()), e)
+                        })?;
+                    }
+                }
+                Source::Env(_) | Source::Bytes(_) => {
+                    self.read(id)?;
+                }
+            }
         }
         Ok(())
     }
@@ -84,15 +107,15 @@ impl Secrets {
         };
         let data = match source {
             Source::File(path) => {
-                let size = std::fs::metadata(path)
-                    .map_err(|e| {
-                        Error::io(format!("secret {id:?}: reading {}", path.display()), e)
-                    })?
-                    .len();
-                check_size(id, size)?;
-                Bytes::from(std::fs::read(path).map_err(|e| {
-                    Error::io(format!("secret {id:?}: reading {}", path.display()), e)
-                })?)
+                use std::io::Read;
+                let err = |e| Error::io(format!("secret {id:?}: reading {}", path.display()), e);
+                let file = std::fs::File::open(path).map_err(err)?;
+                // At most one byte over the limit, whatever the file claims its size is.
+                let mut data = Vec::new();
+                file.take(MAX_SECRET_SIZE + 1)
+                    .read_to_end(&mut data)
+                    .map_err(err)?;
+                Bytes::from(data)
             }
             Source::Env(var) => Bytes::from(std::env::var(var).map_err(|_| {
                 Error::Invalid(format!(
@@ -176,5 +199,30 @@ mod tests {
             err.contains("BUILDKIT_RS_TEST_UNSET_VAR is not set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn check_leaves_a_pipe_unread_for_the_daemon() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("fifo");
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let s = Secrets::new().file("piped", &p);
+        // Would block forever if it opened the pipe (no writer yet).
+        s.check().unwrap();
+        let writer = std::thread::spawn({
+            let p = p.clone();
+            move || std::fs::write(p, b"one-time").unwrap()
+        });
+        assert_eq!(
+            s.read("piped").unwrap().unwrap(),
+            Bytes::from_static(b"one-time")
+        );
+        writer.join().unwrap();
+
+        let s = Secrets::new().file("dir", d.path());
+        let err = s.check().unwrap_err().to_string();
+        assert!(err.contains("is a directory"), "{err}");
     }
 }

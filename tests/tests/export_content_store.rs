@@ -202,6 +202,9 @@ async fn writes_are_verified_committed_and_read_back_in_chunks() {
     assert_eq!(part, &blob[10..30]);
     let (tail, _) = read_all(&mut f, &digest, total - 5, 100).await;
     assert_eq!(tail, &blob[blob.len() - 5..]);
+    // A size that would overflow offset + size still means "the rest".
+    let (rest, _) = read_all(&mut f, &digest, 7, i64::MAX).await;
+    assert_eq!(rest, &blob[7..]);
 
     let err = f
         .client

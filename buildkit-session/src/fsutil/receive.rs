@@ -148,8 +148,7 @@ impl Receiver {
         }
         // Directory times and modes last: writing children changes them.
         for (path, stat) in self.dirs.iter().rev() {
-            set_perm(path, stat.mode)?;
-            set_mtime(path, stat.mod_time, false)?;
+            finish_dir(path, stat)?;
         }
         Ok(std::mem::take(&mut self.summary))
     }
@@ -202,7 +201,17 @@ impl Receiver {
 
         if is_dir {
             match std::fs::symlink_metadata(&target) {
-                Ok(md) if md.is_dir() => {}
+                Ok(md) if md.is_dir() => {
+                    // An existing directory must take the children; its own mode
+                    // is applied at the end.
+                    if md.permissions().mode() & 0o700 != 0o700 {
+                        std::fs::set_permissions(
+                            &target,
+                            std::fs::Permissions::from_mode(md.permissions().mode() | 0o700),
+                        )
+                        .map_err(|e| Error::io(format!("chmod {}", target.display()), e))?;
+                    }
+                }
                 Ok(_) => {
                     remove_any(&target)?;
                     mkdir(&target)?;
@@ -321,12 +330,21 @@ fn remove_any(path: &Path) -> Result<()> {
     .map_err(|e| Error::io(format!("replacing {}", path.display()), e))
 }
 
-fn set_perm(path: &Path, m: u32) -> Result<()> {
-    std::fs::set_permissions(
-        path,
-        std::fs::Permissions::from_mode(mode::to_posix_perm(m)),
-    )
-    .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
+/// Applies a received directory's mode and time through a handle that is
+/// certainly that directory (never a symlink put in its place).
+fn finish_dir(path: &Path, stat: &Stat) -> Result<()> {
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening directory {}", path.display()), e))?;
+    dir.set_permissions(std::fs::Permissions::from_mode(mode::to_posix_perm(
+        stat.mode,
+    )))
+    .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+    let t = to_system_time(stat.mod_time);
+    dir.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+        .map_err(|e| Error::io(format!("setting the time of {}", path.display()), e))
 }
 
 fn to_system_time(nanos: i64) -> SystemTime {

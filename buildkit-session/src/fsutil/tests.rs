@@ -421,3 +421,25 @@ async fn a_walk_that_fails_midway_sends_err_and_ends() {
         .unwrap_err();
     assert!(err.to_string().contains("not valid UTF-8"), "{err}");
 }
+
+#[tokio::test]
+async fn receiving_into_an_existing_read_only_directory_fills_it_and_applies_the_sent_mode() {
+    let src = source_tree();
+    std::fs::set_permissions(
+        src.path().join("dir"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dest.path().join("dir")).unwrap();
+    std::fs::set_permissions(
+        dest.path().join("dir"),
+        std::fs::Permissions::from_mode(0o500),
+    )
+    .unwrap();
+    transfer(src.path(), dest.path(), WalkOptions::default()).await;
+    let d = dest.path();
+    assert_eq!(std::fs::read(d.join("dir/secret")).unwrap(), b"s");
+    let md = std::fs::metadata(d.join("dir")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o750);
+}
