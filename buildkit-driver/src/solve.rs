@@ -212,7 +212,6 @@ pub struct Build {
     entitlements: Vec<String>,
     shared_key: Option<String>,
     attachables: Vec<Box<dyn Attachable>>,
-    error: Option<String>,
 }
 
 impl std::fmt::Debug for Build {
@@ -244,7 +243,6 @@ impl Build {
             entitlements: Vec::new(),
             shared_key: None,
             attachables: Vec::new(),
-            error: None,
         }
     }
 
@@ -582,6 +580,15 @@ impl Drop for BuildHandle {
     }
 }
 
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// `cache-imports` frontend attr: `[{"Type":..,"Attrs":{..}}]`.
 fn cache_imports_attr(entries: &[CacheOptionsEntry]) -> String {
     let list: Vec<serde_json::Value> = entries
@@ -630,9 +637,6 @@ fn check_local_dirs(build: &Build) -> Result<()> {
 
 /// Starts a solve on `driver` (the body of [`Driver::solve`]).
 pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Result<BuildHandle> {
-    if let Some(e) = build.error {
-        return Err(Error::Invalid(e));
-    }
     check_local_dirs(&build)?;
     let caps = driver.capabilities().await?;
     for o in &build.outputs {
@@ -799,12 +803,18 @@ pub(crate) async fn start<D: Driver + ?Sized>(driver: &D, build: Build) -> Resul
                 }
             }
         });
+        // Stops the status stream when this task ends or is aborted (the
+        // handle dropped), instead of leaving it attached to the daemon.
+        let mut status = AbortOnDrop(status);
         let solved = control.solve(request).await;
         // The status stream ends once the daemon has sent the last updates.
-        let _ = tokio::time::timeout(Duration::from_secs(10), status).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut status.0).await;
+        drop(status);
         let response: BTreeMap<String, String> = match solved {
             Ok(r) => r.into_inner().exporter_response.into_iter().collect(),
-            Err(s) if s.code() == tonic::Code::Cancelled => return Err(Error::Cancelled),
+            // A cancellation the daemon reports (another client cancelled the
+            // build, or the daemon shut down) is a failed solve with its reason;
+            // `Error::Cancelled` is for cancellations this handle made.
             Err(s) => {
                 drop(session_handle);
                 return Err(Error::Solve(SolveError {

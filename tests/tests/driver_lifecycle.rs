@@ -77,6 +77,68 @@ async fn control_operations_report_workers_version_usage_and_history() {
 }
 
 #[tokio::test]
+async fn cancelling_a_handle_stops_the_build_on_the_daemon() {
+    let env = TestEnv::get();
+    let driver = Remote::new(&env.buildkit_host).unwrap();
+    let marker = unique_name("cancel-me");
+    let ctx = context(&format!(
+        "FROM {}/busybox:local\nRUN echo {marker} && sleep 300\n",
+        env.registry
+    ));
+    let mut handle = driver
+        .solve(
+            Build::dockerfile(ctx.path())
+                .network(Network::Host)
+                .no_cache(),
+        )
+        .await
+        .unwrap();
+    let reference = handle.reference().to_string();
+    let mut progress = handle.progress();
+    // Wait until the RUN step is really running.
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(e) = progress.next().await {
+            if let buildkit_driver::progress::Event::Log(l) = e
+                && String::from_utf8_lossy(&l.data).contains(&marker)
+            {
+                return;
+            }
+        }
+        panic!("progress ended before the RUN step started");
+    })
+    .await
+    .expect("the RUN step starts");
+    handle.cancel();
+
+    // The daemon records the build as finished, with a cancellation, long before
+    // the `sleep` would have ended.
+    let record = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let mut history = control::build_history(
+                &driver,
+                BuildHistoryRequest {
+                    early_exit: true,
+                    r#ref: reference.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            if let Some(Ok(event)) = history.next().await
+                && event.r#type() == BuildHistoryEventType::Complete
+            {
+                return event.record.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the build completes on the daemon after the cancel");
+    let error = record.error.expect("a cancelled build has an error");
+    assert_eq!(error.code, tonic::Code::Cancelled as i32, "{error:?}");
+}
+
+#[tokio::test]
 async fn a_tar_context_is_pulled_through_upload() {
     let env = TestEnv::get();
     let driver = Remote::new(&env.buildkit_host).unwrap();
