@@ -507,12 +507,13 @@ impl Docker {
         if status.is_success() || status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(resp);
         }
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        // An error body is a short JSON message: read at most 64 KiB of it, and
+        // give up on a peer that stops sending it.
+        let limited = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
+        let body = match tokio::time::timeout(Duration::from_secs(30), limited.collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => Bytes::new(),
+        };
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {

@@ -173,3 +173,38 @@ async fn a_silent_daemon_times_out_with_a_clear_error() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_endless_error_body_still_gives_an_error_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("endless.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    // Answers every request with a 500 whose chunked body never ends.
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                read_head(&mut s).await;
+                let head =
+                    "HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("{:x}\r\n{}\r\n", 8192, "x".repeat(8192));
+                while s.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    let docker = Docker::builder()
+        .address(&format!("unix://{}", sock.display()))
+        .api_version(ApiVersion::new(1, 41))
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(20), docker.system().info())
+        .await
+        .expect("the error body is not read to its (missing) end")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("500"), "{text}");
+    assert!(text.contains("Internal Server Error"), "{text}");
+}
