@@ -84,7 +84,45 @@ pub(crate) fn lookup(dir: &Path, tag: &str) -> Result<Option<String>, String> {
 
 /// Adds the descriptor `desc` (JSON) to `dir/index.json` once per name, replacing
 /// what each name named before, and writes `oci-layout`. Returns the digest.
+///
+/// The read-modify-write holds an exclusive `flock` on `index.json.lock`, as
+/// BuildKit's own client does, so concurrent exports to one layout (ours or
+/// buildctl's) never lose each other's entries.
 pub(crate) async fn put(dir: &Path, desc: &str, names: &[RefName]) -> Result<String, String> {
+    let dir = dir.to_path_buf();
+    let desc = desc.to_string();
+    let names = names.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let _lock = lock(&dir)?;
+        put_locked(&dir, &desc, &names)
+    })
+    .await
+    .map_err(|e| format!("updating index.json: {e}"))?
+}
+
+/// An exclusive lock on `dir/index.json.lock`, released when dropped (closed).
+fn lock(dir: &Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("index.json.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    loop {
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("locking {}: {e}", path.display()));
+        }
+    }
+}
+
+fn put_locked(dir: &Path, desc: &str, names: &[RefName]) -> Result<String, String> {
     let desc: Value =
         serde_json::from_str(desc).map_err(|e| format!("the descriptor {desc:?}: {e}"))?;
     if !desc.is_object() {
@@ -98,7 +136,7 @@ pub(crate) async fn put(dir: &Path, desc: &str, names: &[RefName]) -> Result<Str
         .map_err(|e| format!("the descriptor's digest: {e}"))?;
 
     let index_path = dir.join("index.json");
-    let mut index: Value = match tokio::fs::read(&index_path).await {
+    let mut index: Value = match std::fs::read(&index_path) {
         Ok(data) if !data.is_empty() => {
             serde_json::from_slice(&data).map_err(|e| format!("{}: {e}", index_path.display()))?
         }
@@ -158,25 +196,24 @@ pub(crate) async fn put(dir: &Path, desc: &str, names: &[RefName]) -> Result<Str
 
     write_atomically(
         &dir.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-    )
-    .await?;
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
     let data = serde_json::to_vec(&index).map_err(|e| e.to_string())?;
-    write_atomically(&index_path, data).await?;
+    write_atomically(&index_path, &data)?;
     Ok(digest.as_str().to_string())
 }
 
 /// Writes `path` through a temporary file and a rename, so readers never see half.
-async fn write_atomically(path: &Path, data: Vec<u8>) -> Result<(), String> {
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    tokio::fs::write(&tmp, data)
-        .await
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    tokio::fs::rename(&tmp, path).await.map_err(|e| {
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
+    std::fs::write(&tmp, data).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         format!("{}: {e}", path.display())
     })
@@ -279,5 +316,25 @@ mod tests {
             assert!(put(d.path(), bad, &[tag("latest")]).await.is_err(), "{bad}");
         }
         assert!(!d.path().join("index.json").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_puts_keep_every_entry() {
+        let d = tempfile::tempdir().unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let dir = d.path().to_path_buf();
+                tokio::spawn(async move {
+                    let hex = char::from_digit(i % 16, 16).unwrap();
+                    put(&dir, &desc(hex), &[tag(&format!("t{i}"))]).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 16, "{index}");
     }
 }
