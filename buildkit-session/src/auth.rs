@@ -256,7 +256,7 @@ impl Auth {
                     req.realm
                 ))
             })?;
-            if (200..400).contains(&status) {
+            if (200..300).contains(&status) {
                 return token_response(&resp, true);
             }
             let fallback =
@@ -291,7 +291,7 @@ impl Auth {
             .map_err(|e| {
                 Error::Transport(format!("failed to fetch token from {}: {e}", req.realm))
             })?;
-        if !(200..400).contains(&status) {
+        if !(200..300).contains(&status) {
             let what = if creds.secret.is_empty() {
                 "anonymous token"
             } else {

@@ -22,7 +22,13 @@ pub(crate) fn form_escape(s: &str) -> String {
         .replace("%20", "+")
 }
 
-/// Sends one request; returns the status and the body.
+/// The most redirects followed, as Go's HTTP client.
+const MAX_REDIRECTS: usize = 10;
+
+/// Sends a request, following redirects like Go's HTTP client (301, 302 and 303
+/// turn a POST into a bodiless GET; 307 and 308 repeat it); the `authorization`
+/// header is only sent again to the same host and port. Returns the final status
+/// and body.
 pub(crate) async fn request(
     method: &str,
     url: &str,
@@ -30,6 +36,73 @@ pub(crate) async fn request(
     body: Option<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<(u16, Bytes), String> {
+    let mut method = method.to_string();
+    let mut url = url.to_string();
+    let mut headers: Vec<(&str, String)> = headers.to_vec();
+    let mut body = body;
+    for _ in 0..=MAX_REDIRECTS {
+        let (status, location, resp) =
+            request_once(&method, &url, &headers, body.clone(), tls.clone()).await?;
+        let Some(location) = location.filter(|_| matches!(status, 301 | 302 | 303 | 307 | 308))
+        else {
+            return Ok((status, resp));
+        };
+        let next = resolve(&url, &location)?;
+        if authority_of(&next) != authority_of(&url) {
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+        }
+        if matches!(status, 301..=303) && method != "GET" && method != "HEAD" {
+            method = "GET".into();
+            body = None;
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+        }
+        url = next;
+    }
+    Err(format!("{url}: stopped after {MAX_REDIRECTS} redirects"))
+}
+
+/// `scheme://host:port` of an absolute URL, for comparing origins.
+fn authority_of(url: &str) -> Option<(String, String)> {
+    let uri: http::Uri = url.parse().ok()?;
+    Some((
+        uri.scheme_str()?.to_string(),
+        uri.authority()?.as_str().to_ascii_lowercase(),
+    ))
+}
+
+/// A redirect's `Location` resolved against the URL that answered it.
+fn resolve(base: &str, location: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("redirect from {base} to {location:?}: {why}");
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return Ok(location.to_string());
+    }
+    let uri: http::Uri = base.parse().map_err(|_| bad("bad base URL"))?;
+    let scheme = uri.scheme_str().ok_or_else(|| bad("no scheme"))?;
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if let Some(rest) = location.strip_prefix("//") {
+        return Ok(format!("{scheme}://{rest}"));
+    }
+    if location.starts_with('/') {
+        return Ok(format!("{scheme}://{authority}{location}"));
+    }
+    if location.contains("://") {
+        return Err(bad("unsupported scheme"));
+    }
+    let dir = match uri.path().rsplit_once('/') {
+        Some((d, _)) => d,
+        None => "",
+    };
+    Ok(format!("{scheme}://{authority}{dir}/{location}"))
+}
+
+/// Sends one request; returns the status, the `Location` header and the body.
+async fn request_once(
+    method: &str,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Option<String>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(u16, Option<String>, Bytes), String> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
@@ -91,7 +164,31 @@ pub(crate) async fn request(
         .map_err(|_| format!("{method} {url} timed out"))?
 }
 
-async fn send<IO>(io: IO, req: http::Request<Full<Bytes>>) -> Result<(u16, Bytes), String>
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn locations_resolve_against_the_answering_url() {
+        let base = "https://auth.test:5001/v2/token?x=1";
+        assert_eq!(resolve(base, "http://o.test/t").unwrap(), "http://o.test/t");
+        assert_eq!(resolve(base, "//o.test/t").unwrap(), "https://o.test/t");
+        assert_eq!(
+            resolve(base, "/other?y=2").unwrap(),
+            "https://auth.test:5001/other?y=2"
+        );
+        assert_eq!(
+            resolve(base, "sibling").unwrap(),
+            "https://auth.test:5001/v2/sibling"
+        );
+        assert!(resolve(base, "ftp://o.test/t").is_err());
+    }
+}
+
+async fn send<IO>(
+    io: IO,
+    req: http::Request<Full<Bytes>>,
+) -> Result<(u16, Option<String>, Bytes), String>
 where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -101,10 +198,15 @@ where
     tokio::spawn(conn);
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = Limited::new(resp.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| format!("reading the response: {e}"))?
         .to_bytes();
-    Ok((status, body))
+    Ok((status, location, body))
 }

@@ -120,7 +120,19 @@ async fn token_server(post_status: u16) -> (String, Arc<AsyncMutex<Vec<String>>>
                 }
                 let text = String::from_utf8_lossy(&buf).to_string();
                 seen.lock().await.push(text.clone());
-                let (status, body) = if text.starts_with("POST") {
+                let mut location = String::new();
+                let (status, body) = if text.starts_with("POST /moved307 ") {
+                    location = "location: /token\r\n".into();
+                    (307, String::new())
+                } else if let Some(rest) = text.strip_prefix("GET /moved302") {
+                    // To the same server under another name: another host.
+                    let query = rest.split_once(' ').map(|(q, _)| q).unwrap_or("");
+                    location = format!(
+                        "location: http://localhost:{}/token{query}\r\n",
+                        addr.port()
+                    );
+                    (302, String::new())
+                } else if text.starts_with("POST") {
                     if post_status == 200 {
                         (200, r#"{"access_token":"oauth-token","expires_in":120,"issued_at":"2026-01-02T03:04:05Z"}"#.to_string())
                     } else {
@@ -134,7 +146,7 @@ async fn token_server(post_status: u16) -> (String, Arc<AsyncMutex<Vec<String>>>
                     (200, r#"{"token":"anon-token"}"#.to_string())
                 };
                 let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{location}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 s.write_all(resp.as_bytes()).await.unwrap();
@@ -211,6 +223,42 @@ async fn fetch_token_without_credentials_is_anonymous_get() {
         !reqs[0].to_ascii_lowercase().contains("authorization"),
         "{}",
         reqs[0]
+    );
+}
+
+#[tokio::test]
+async fn fetch_token_follows_redirects_and_keeps_credentials_to_their_host() {
+    let (realm, seen) = token_server(200).await;
+    let moved = realm.replace("/token", "/moved307");
+    let auth = Auth::none().credentials("reg.test:5000", Credentials::basic("alice", "pw"));
+    let r = auth.fetch_token(&token_req(&moved)).await.unwrap();
+    assert_eq!(r.token, "oauth-token");
+    {
+        let reqs = seen.lock().await;
+        assert_eq!(reqs.len(), 2);
+        // A 307 repeats the POST with its form.
+        assert!(reqs[1].starts_with("POST /token HTTP/1.1"), "{}", reqs[1]);
+        assert!(reqs[1].ends_with("password=pw"), "{}", reqs[1]);
+    }
+
+    // POST refused, GET with basic auth redirected to another host: followed,
+    // without the credentials.
+    let (realm, seen) = token_server(404).await;
+    let moved = realm.replace("/token", "/moved302");
+    let r = auth.fetch_token(&token_req(&moved)).await.unwrap();
+    assert_eq!(r.token, "anon-token");
+    let reqs = seen.lock().await;
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(reqs[1].contains("authorization: Basic "), "{}", reqs[1]);
+    assert!(
+        reqs[2].starts_with("GET /token?service=reg.test&scope="),
+        "{}",
+        reqs[2]
+    );
+    assert!(
+        !reqs[2].to_ascii_lowercase().contains("authorization"),
+        "{}",
+        reqs[2]
     );
 }
 
