@@ -164,27 +164,6 @@ async fn request_once(
         .map_err(|_| format!("{method} {url} timed out"))?
 }
 
-#[cfg(test)]
-mod tests {
-    use super::resolve;
-
-    #[test]
-    fn locations_resolve_against_the_answering_url() {
-        let base = "https://auth.test:5001/v2/token?x=1";
-        assert_eq!(resolve(base, "http://o.test/t").unwrap(), "http://o.test/t");
-        assert_eq!(resolve(base, "//o.test/t").unwrap(), "https://o.test/t");
-        assert_eq!(
-            resolve(base, "/other?y=2").unwrap(),
-            "https://auth.test:5001/other?y=2"
-        );
-        assert_eq!(
-            resolve(base, "sibling").unwrap(),
-            "https://auth.test:5001/v2/sibling"
-        );
-        assert!(resolve(base, "ftp://o.test/t").is_err());
-    }
-}
-
 async fn send<IO>(
     io: IO,
     req: http::Request<Full<Bytes>>,
@@ -209,4 +188,25 @@ where
         .map_err(|e| format!("reading the response: {e}"))?
         .to_bytes();
     Ok((status, location, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve;
+
+    #[test]
+    fn locations_resolve_against_the_answering_url() {
+        let base = "https://auth.test:5001/v2/token?x=1";
+        assert_eq!(resolve(base, "http://o.test/t").unwrap(), "http://o.test/t");
+        assert_eq!(resolve(base, "//o.test/t").unwrap(), "https://o.test/t");
+        assert_eq!(
+            resolve(base, "/other?y=2").unwrap(),
+            "https://auth.test:5001/other?y=2"
+        );
+        assert_eq!(
+            resolve(base, "sibling").unwrap(),
+            "https://auth.test:5001/v2/sibling"
+        );
+        assert!(resolve(base, "ftp://o.test/t").is_err());
+    }
 }
