@@ -75,8 +75,13 @@ pub fn run(root: &Path) -> Result<()> {
             println!("demo: using BUILDKIT_HOST={b}");
             std::fs::write(ctx.path().join("Dockerfile"), SCRATCH_DOCKERFILE)?;
         }
-        (None, Some(d)) if reachable(d) => {
+        (b, Some(d)) if reachable(d) => {
+            if let Some(b) = b {
+                println!("demo: BUILDKIT_HOST={b} is not reachable");
+            }
             println!("demo: using DOCKER_HOST={d}");
+            // The example prefers BUILDKIT_HOST: hide the unreachable one.
+            cmd.env_remove("BUILDKIT_HOST");
             std::fs::write(ctx.path().join("Dockerfile"), SCRATCH_DOCKERFILE)?;
         }
         (b, d) => {
