@@ -458,7 +458,10 @@ impl Build {
         self
     }
 
-    /// Attaches another service to the build's session.
+    /// Attaches another service to the build's session. Attachables go in after
+    /// the build's own services, so one serving a gRPC service the build already
+    /// serves (its own `Secrets`, `Auth`, ...) replaces the build's for that
+    /// service; among several, the last attached wins.
     pub fn attach(mut self, attachable: impl Attachable) -> Self {
         self.attachables.push(Box::new(attachable));
         self

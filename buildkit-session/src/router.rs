@@ -57,6 +57,7 @@ impl Router {
     }
 
     /// Adds a service advertising the given method paths (`/pkg.Service/Method`).
+    /// A service under a name the router already has replaces the earlier one.
     pub fn add_service_with_methods<S>(&mut self, svc: S, methods: Vec<String>) -> &mut Self
     where
         S: tower::Service<
