@@ -3,7 +3,7 @@
 //! says what to use instead; inline cache lands in the image config.
 
 use buildkit_driver::{Build, Moby, Network};
-use buildkit_export::{InlineCache, LocalCache, LocalDir, Moby as MobyOutput, OciTar};
+use buildkit_export::{Image, InlineCache, LocalCache, LocalDir, Moby as MobyOutput, OciTar};
 use futures_util::StreamExt;
 use tests::{Cleanup, Leftover, TestEnv, context_dir, solve_with_events, unique_name};
 
@@ -42,6 +42,25 @@ async fn an_oci_tar_is_refused_before_solving_with_a_suggestion() {
         "{msg}"
     );
     assert!(!path.exists(), "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_image_exporter_is_refused_before_solving() {
+    let ctx = never_solved();
+    let err = refused(
+        Build::dockerfile(ctx.path()).output(
+            Image::new()
+                .name(format!("{}/never:1", TestEnv::get().registry))
+                .push(),
+        ),
+    )
+    .await;
+    let msg = err.to_string();
+    assert!(msg.contains("\"image\" exporter"), "{msg}");
+    assert!(
+        msg.contains("exports only to its image store (`moby`)"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
