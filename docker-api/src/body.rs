@@ -118,8 +118,12 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub struct JsonStream<S, T> {
     inner: S,
     buf: BytesMut,
-    ready: VecDeque<T>,
+    ready: VecDeque<Result<T, JsonStreamError>>,
     done: bool,
+    /// Without a newline in a chunk, the buffer is parsed again only once it has
+    /// reached this length (doubling), so a large message arriving in small
+    /// chunks costs linear, not quadratic, parsing.
+    next_attempt: usize,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -131,6 +135,7 @@ impl<S, T> JsonStream<S, T> {
             buf: BytesMut::new(),
             ready: VecDeque::new(),
             done: false,
+            next_attempt: 0,
             _t: PhantomData,
         }
     }
@@ -174,7 +179,7 @@ where
             match it.next() {
                 Some(Ok(v)) => {
                     consumed = it.byte_offset();
-                    self.ready.push_back(v);
+                    self.ready.push_back(Ok(v));
                 }
                 Some(Err(e)) if e.is_eof() => break,
                 Some(Err(e)) => return Err(JsonStreamError::Decode(e)),
@@ -185,6 +190,7 @@ where
             }
         }
         self.buf.advance(consumed);
+        self.next_attempt = (self.buf.len() * 2).min(MAX_MESSAGE + 1);
         if self.buf.len() > MAX_MESSAGE {
             return Err(JsonStreamError::Truncated(format!(
                 "a streamed message exceeded {MAX_MESSAGE} bytes"
@@ -206,7 +212,7 @@ where
         let this = self.get_mut();
         loop {
             if let Some(v) = this.ready.pop_front() {
-                return Poll::Ready(Some(Ok(v)));
+                return Poll::Ready(Some(v));
             }
             if this.done {
                 return Poll::Ready(None);
@@ -214,9 +220,12 @@ where
             match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
                 Some(Ok(chunk)) => {
                     this.buf.extend_from_slice(&chunk);
-                    if let Err(e) = this.drain() {
+                    // Docker ends every message with a newline.
+                    let worth_it = chunk.contains(&b'\n') || this.buf.len() >= this.next_attempt;
+                    if worth_it && let Err(e) = this.drain() {
+                        // After the values decoded before it.
                         this.done = true;
-                        return Poll::Ready(Some(Err(e)));
+                        this.ready.push_back(Err(e));
                     }
                 }
                 Some(Err(e)) => {
@@ -225,10 +234,14 @@ where
                 }
                 None => {
                     this.done = true;
-                    if this.buf.iter().any(|b| !b.is_ascii_whitespace()) {
-                        return Poll::Ready(Some(Err(JsonStreamError::Truncated(
+                    // What a last chunk without a newline completed, then whether
+                    // anything was left unfinished.
+                    if let Err(e) = this.drain() {
+                        this.ready.push_back(Err(e));
+                    } else if this.buf.iter().any(|b| !b.is_ascii_whitespace()) {
+                        this.ready.push_back(Err(JsonStreamError::Truncated(
                             "the response stream ended in the middle of a message".into(),
-                        ))));
+                        )));
                     }
                 }
             }
@@ -259,6 +272,34 @@ mod tests {
             vec![Ok(Bytes::from_static(b"{\"a\":1}{\"a\""))];
         let mut s = JsonStream::<_, serde_json::Value>::new(futures_util::stream::iter(chunks));
         assert!(s.next().await.unwrap().is_ok());
+        let err = s.next().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("middle of a message"), "{err}");
+        assert!(s.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_large_message_in_small_chunks_and_a_last_one_without_newline() {
+        let big = format!("{{\"a\":1,\"pad\":\"{}\"}}", "x".repeat(100_000));
+        let mut bytes = big.into_bytes();
+        bytes.extend_from_slice(b"\r\n{\"a\":2}{\"a\":3}");
+        let chunks: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let s = JsonStream::<_, serde_json::Value>::new(futures_util::stream::iter(chunks));
+        let got: Vec<_> = s.map(|r| r.unwrap()["a"].as_i64().unwrap()).collect().await;
+        assert_eq!(got, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn values_then_a_truncated_tail_in_the_last_chunk() {
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"{\"a\":1}\n{\"a\":")),
+            Ok(Bytes::from_static(b"2}{\"a\"")),
+        ];
+        let mut s = JsonStream::<_, serde_json::Value>::new(futures_util::stream::iter(chunks));
+        assert_eq!(s.next().await.unwrap().unwrap()["a"], 1);
+        assert_eq!(s.next().await.unwrap().unwrap()["a"], 2);
         let err = s.next().await.unwrap().unwrap_err();
         assert!(err.to_string().contains("middle of a message"), "{err}");
         assert!(s.next().await.is_none());
