@@ -16,6 +16,28 @@ fn context(dockerfile: &str) -> tempfile::TempDir {
     d
 }
 
+/// The history record of build `reference` once it has completed.
+async fn completed_record(
+    driver: &Remote,
+    reference: &str,
+) -> Option<buildkit_proto::moby::buildkit::v1::BuildHistoryRecord> {
+    let mut history = control::build_history(
+        driver,
+        BuildHistoryRequest {
+            early_exit: true,
+            r#ref: reference.to_string(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(30), history.next())
+        .await
+        .expect("a history answer")?
+        .unwrap();
+    (event.r#type() == BuildHistoryEventType::Complete).then(|| event.record.unwrap())
+}
+
 #[tokio::test]
 async fn control_operations_report_workers_version_usage_and_history() {
     let env = TestEnv::get();
@@ -42,23 +64,9 @@ async fn control_operations_report_workers_version_usage_and_history() {
     let usage = control::disk_usage(&driver, vec![]).await.unwrap();
     assert!(usage.iter().any(|r| r.size > 0), "{usage:?}");
 
-    let mut history = control::build_history(
-        &driver,
-        BuildHistoryRequest {
-            early_exit: true,
-            r#ref: reference.clone(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let event = tokio::time::timeout(Duration::from_secs(30), history.next())
+    let record = completed_record(&driver, &reference)
         .await
-        .expect("a history event")
-        .expect("the stream has the build")
-        .unwrap();
-    assert_eq!(event.r#type(), BuildHistoryEventType::Complete);
-    let record = event.record.unwrap();
+        .expect("the finished build is in the history");
     assert_eq!(record.r#ref, reference);
     assert_eq!(record.frontend, "dockerfile.v0");
     assert!(record.num_total_steps > 0, "{record:?}");
@@ -114,20 +122,8 @@ async fn cancelling_a_handle_stops_the_build_on_the_daemon() {
     // the `sleep` would have ended.
     let record = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let mut history = control::build_history(
-                &driver,
-                BuildHistoryRequest {
-                    early_exit: true,
-                    r#ref: reference.clone(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-            if let Some(Ok(event)) = history.next().await
-                && event.r#type() == BuildHistoryEventType::Complete
-            {
-                return event.record.unwrap();
+            if let Some(record) = completed_record(&driver, &reference).await {
+                return record;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
