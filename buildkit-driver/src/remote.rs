@@ -3,21 +3,20 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use docker_api::Endpoint;
 use docker_api::tls::TlsOptions;
 use tonic::transport::Channel;
 
 use crate::driver::{BoxFuture, Driver, channel_with};
 use crate::error::{Error, Result};
 
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// buildkitd's default socket.
 pub const DEFAULT_ADDRESS: &str = "unix:///run/buildkit/buildkitd.sock";
-
-#[derive(Debug, Clone)]
-enum Addr {
-    Unix(PathBuf),
-    Tcp(String, u16),
-}
 
 /// A standalone buildkitd.
 ///
@@ -36,7 +35,7 @@ enum Addr {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Remote {
-    addr: Addr,
+    addr: Endpoint,
     display: String,
     tls: Option<(Arc<rustls::ClientConfig>, Option<String>)>,
 }
@@ -49,17 +48,17 @@ impl Remote {
             if p.is_empty() {
                 return Err(bad("no socket path"));
             }
-            Addr::Unix(PathBuf::from(p))
+            Endpoint::Unix(PathBuf::from(p))
         } else if let Some(hp) = address.strip_prefix("tcp://") {
             let hp = hp.trim_end_matches('/');
             let (h, p) = hp
                 .rsplit_once(':')
                 .ok_or_else(|| bad("tcp:// needs host:port"))?;
             let port = p.parse::<u16>().map_err(|_| bad("invalid port"))?;
-            Addr::Tcp(
-                h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            Endpoint::Tcp {
+                host: h.trim_start_matches('[').trim_end_matches(']').to_string(),
                 port,
-            )
+            }
         } else {
             return Err(bad("use unix:///path or tcp://host:port"));
         };
@@ -82,7 +81,7 @@ impl Remote {
     /// Uses (mutual) TLS: the CA to trust, the client certificate and key, and the
     /// server name to verify (default: the host). TCP only.
     pub fn tls(mut self, opts: TlsOptions) -> Result<Self> {
-        if matches!(self.addr, Addr::Unix(_)) {
+        if matches!(self.addr, Endpoint::Unix(_)) {
             return Err(Error::Invalid(format!(
                 "{}: TLS needs a tcp:// address",
                 self.display
@@ -104,71 +103,6 @@ impl Remote {
     }
 }
 
-/// The connection types of the remote driver.
-enum Conn {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-    Tls(Box<tokio_rustls_stream::TlsStream>),
-}
-
-mod tokio_rustls_stream {
-    /// A client TLS stream over TCP.
-    pub(super) type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-}
-
-macro_rules! delegate {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self.get_mut() {
-            Conn::Unix($s) => {
-                let $s = std::pin::Pin::new($s);
-                $e
-            }
-            Conn::Tcp($s) => {
-                let $s = std::pin::Pin::new($s);
-                $e
-            }
-            Conn::Tls($s) => {
-                let $s = std::pin::Pin::new($s.as_mut());
-                $e
-            }
-        }
-    };
-}
-
-impl tokio::io::AsyncRead for Conn {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        delegate!(self, s => s.poll_read(cx, buf))
-    }
-}
-
-impl tokio::io::AsyncWrite for Conn {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        delegate!(self, s => s.poll_write(cx, buf))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        delegate!(self, s => s.poll_flush(cx))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        delegate!(self, s => s.poll_shutdown(cx))
-    }
-}
-
 impl Driver for Remote {
     fn name(&self) -> &str {
         "remote"
@@ -183,39 +117,28 @@ impl Driver for Remote {
                 let addr = addr.clone();
                 let tls = tls.clone();
                 async move {
-                    match addr {
-                        Addr::Unix(p) => tokio::net::UnixStream::connect(&p).await.map(Conn::Unix),
-                        Addr::Tcp(h, port) => {
-                            let tcp = tokio::net::TcpStream::connect((h.as_str(), port)).await?;
-                            tcp.set_nodelay(true)?;
-                            match tls {
-                                None => Ok(Conn::Tcp(tcp)),
-                                Some((config, name)) => {
-                                    let name = name.unwrap_or(h);
-                                    let s = docker_api::tls::connect(config, &name, tcp).await?;
-                                    Ok(Conn::Tls(Box::new(s)))
-                                }
-                            }
-                        }
-                    }
+                    let (config, name) = match &tls {
+                        Some((c, n)) => (Some(c), n.as_deref()),
+                        None => (None, None),
+                    };
+                    docker_api::dial(&addr, config, name, CONNECT_TIMEOUT).await
                 }
             };
             // Dial once up front for a clear error naming the address.
-            let probe = tokio::time::timeout(std::time::Duration::from_secs(20), connect()).await;
-            match probe {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+            match connect().await {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Err(Error::Connect {
+                        driver: "remote".into(),
+                        message: format!("connecting to {display} timed out"),
+                    });
+                }
+                Err(e) => {
                     return Err(Error::Connect {
                         driver: "remote".into(),
                         message: format!(
                             "cannot connect to {display}: {e} (set BUILDKIT_HOST to use another address)"
                         ),
-                    });
-                }
-                Err(_) => {
-                    return Err(Error::Connect {
-                        driver: "remote".into(),
-                        message: format!("connecting to {display} timed out"),
                     });
                 }
             }

@@ -62,7 +62,7 @@ pub use exec::{ExecConfig, ExecIo, ExecOutput};
 pub use images::{BuildOptions, PullOptions};
 pub use mux::{Output, StreamKind};
 pub use progress::{ProgressDetail, ProgressMessage, ProgressStream};
-pub use transport::{DEFAULT_SOCKET, Endpoint};
+pub use transport::{DEFAULT_SOCKET, Endpoint, Stream, dial};
 pub use util::Filters;
 pub use volumes::VolumeOptions;
 

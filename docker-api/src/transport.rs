@@ -92,11 +92,50 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-/// An open connection to the daemon, of whichever kind.
-pub(crate) enum Stream {
+/// An open connection to a daemon, of whichever kind: what [`dial`] returns.
+pub enum Stream {
+    /// Over a unix socket.
     Unix(UnixStream),
+    /// Over plain TCP.
     Tcp(TcpStream),
+    /// Over TLS on TCP.
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Opens one connection to `endpoint` within `timeout`: the socket, or TCP (no
+/// Nagle delay) wrapped in TLS when `tls` is given, verifying `server_name` (by
+/// default the host). Also the transport of other clients of a daemon address,
+/// such as a remote buildkitd.
+pub async fn dial(
+    endpoint: &Endpoint,
+    tls: Option<&Arc<ClientConfig>>,
+    server_name: Option<&str>,
+    timeout: Duration,
+) -> io::Result<Stream> {
+    let fut = async {
+        match endpoint {
+            Endpoint::Unix(path) => UnixStream::connect(path).await.map(Stream::Unix),
+            Endpoint::Tcp { host, port } => {
+                let tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                tcp.set_nodelay(true)?;
+                match tls {
+                    None => Ok(Stream::Tcp(tcp)),
+                    Some(config) => {
+                        let name = server_name.unwrap_or(host);
+                        let tls = crate::tls::connect(config.clone(), name, tcp).await?;
+                        Ok(Stream::Tls(Box::new(tls)))
+                    }
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connecting took longer than {timeout:?}"),
+        )),
+    }
 }
 
 impl AsyncRead for Stream {
@@ -180,30 +219,13 @@ pub(crate) struct Connector {
 
 impl Connector {
     pub(crate) async fn dial(&self) -> io::Result<Stream> {
-        let fut = async {
-            match &*self.endpoint {
-                Endpoint::Unix(path) => UnixStream::connect(path).await.map(Stream::Unix),
-                Endpoint::Tcp { host, port } => {
-                    let tcp = TcpStream::connect((host.as_str(), *port)).await?;
-                    tcp.set_nodelay(true)?;
-                    match &self.tls {
-                        None => Ok(Stream::Tcp(tcp)),
-                        Some(config) => {
-                            let name = self.tls_server_name.as_deref().unwrap_or(host);
-                            let tls = crate::tls::connect(config.clone(), name, tcp).await?;
-                            Ok(Stream::Tls(Box::new(tls)))
-                        }
-                    }
-                }
-            }
-        };
-        match tokio::time::timeout(self.connect_timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connecting took longer than {:?}", self.connect_timeout),
-            )),
-        }
+        dial(
+            &self.endpoint,
+            self.tls.as_ref(),
+            self.tls_server_name.as_deref(),
+            self.connect_timeout,
+        )
+        .await
     }
 }
 
