@@ -88,7 +88,9 @@ pub struct Auth {
     token_authority: bool,
     tls: BTreeMap<String, TlsOptions>,
     helper_dir: Option<PathBuf>,
-    seed_lock: Arc<Mutex<()>>,
+    /// Serializes seed updates in this process; holds the seeds of an `Auth`
+    /// without a config directory.
+    seeds: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
 }
 
 impl Default for Auth {
@@ -106,7 +108,7 @@ impl Auth {
             token_authority: true,
             tls: BTreeMap::new(),
             helper_dir: None,
-            seed_lock: Arc::default(),
+            seeds: Arc::default(),
         }
     }
 
@@ -181,14 +183,15 @@ impl Auth {
         Ok(None)
     }
 
-    async fn lookup_async(&self, host: &str) -> Result<Credentials, Status> {
+    /// [`Auth::lookup`] off the async threads (helpers are processes); no
+    /// credentials are the empty ones.
+    async fn lookup_async(&self, host: &str) -> Result<Credentials> {
         let this = self.clone();
         let host = host.to_string();
         tokio::task::spawn_blocking(move || this.lookup(&host))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map(|c| c.unwrap_or_default())
-            .map_err(|e| Status::unavailable(e.to_string()))
+            .map_err(|e| Error::Transport(format!("credential lookup failed: {e}")))?
+            .map(Option::unwrap_or_default)
     }
 
     fn tls_config(&self, host: &str) -> Result<Arc<rustls::ClientConfig>> {
@@ -203,10 +206,7 @@ impl Auth {
     /// Fetches a registry token for `req` as the daemon would: OAuth POST with the
     /// credentials, GET with basic auth as the fallback, anonymous GET without them.
     pub async fn fetch_token(&self, req: &FetchTokenRequest) -> Result<FetchTokenResponse> {
-        let creds = self
-            .lookup_async(&req.host)
-            .await
-            .map_err(|s| Error::Invalid(s.message().to_string()))?;
+        let creds = self.lookup_async(&req.host).await?;
         if !creds.registry_token.is_empty() {
             return Ok(FetchTokenResponse {
                 token: creds.registry_token,
@@ -214,11 +214,8 @@ impl Auth {
                 issued_at: 0,
             });
         }
-        let tls = if req.realm.starts_with("https://") {
-            Some(self.tls_config(&req.host)?)
-        } else {
-            None
-        };
+        // Built whether or not the realm is https: a redirect may lead there.
+        let tls = self.tls_config(&req.host).map_err(|e| e.to_string());
         if !creds.secret.is_empty() {
             let mut form = Vec::new();
             if !req.scopes.is_empty() {
@@ -247,7 +244,7 @@ impl Auth {
                     "application/x-www-form-urlencoded; charset=utf-8".into(),
                 )],
                 Some(body),
-                tls.clone(),
+                &tls,
             )
             .await
             .map_err(|e| {
@@ -286,7 +283,7 @@ impl Auth {
             let basic = B64.encode(format!("{}:{}", creds.username, creds.secret));
             headers.push(("authorization", format!("Basic {basic}")));
         }
-        let (status, resp) = http::request("GET", &url, &headers, None, tls)
+        let (status, resp) = http::request("GET", &url, &headers, None, &tls)
             .await
             .map_err(|e| {
                 Error::Transport(format!("failed to fetch token from {}: {e}", req.realm))
@@ -310,9 +307,7 @@ impl Auth {
     /// key seed, the seed kept in `.token_seed` in the config directory like upstream.
     fn authority_key(&self, host: &str, salt: &[u8]) -> Result<ed25519_dalek::SigningKey, Status> {
         use hmac::Mac;
-        if std::env::var("BUILDKIT_NO_CLIENT_TOKEN")
-            .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "True" | "t" | "T"))
-        {
+        if std::env::var("BUILDKIT_NO_CLIENT_TOKEN").is_ok_and(|v| crate::metadata::go_true(&v)) {
             return Err(Status::unavailable("client side tokens disabled"));
         }
         let creds = self
@@ -333,16 +328,18 @@ impl Auth {
         Ok(ed25519_dalek::SigningKey::from_bytes(&key))
     }
 
+    /// The per-host seed: kept in `.token_seed` of the Docker config directory
+    /// (under `.token_seed.lock`, as upstream), or only in memory for an `Auth`
+    /// that reads no config.
     fn seed(&self, host: &str) -> Result<Vec<u8>> {
-        let _guard = self.seed_lock.lock().expect("lock");
-        let dir = self
-            .config_dir
-            .clone()
-            .or_else(docker_config_dir)
-            .ok_or_else(|| {
-                Error::Invalid("no Docker config directory (set DOCKER_CONFIG or HOME)".into())
-            })?;
-        std::fs::create_dir_all(&dir)
+        let mut memory = self.seeds.lock().expect("lock");
+        let Some(dir) = &self.config_dir else {
+            let seed = memory
+                .entry(host.to_string())
+                .or_insert_with(|| rand::random::<[u8; 16]>().to_vec());
+            return Ok(seed.clone());
+        };
+        std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -353,18 +350,28 @@ impl Auth {
         lock.lock()
             .map_err(|e| Error::io("locking .token_seed.lock", e))?;
         let path = dir.join(".token_seed");
-        let mut seeds: BTreeMap<String, SeedEntry> = std::fs::read(&path)
-            .ok()
-            .and_then(|d| serde_json::from_slice(&d).ok())
-            .unwrap_or_default();
-        let entry = seeds.entry(host.to_string()).or_insert_with(|| SeedEntry {
-            seed: B64.encode(rand::random::<[u8; 16]>()),
+        let mut seeds: BTreeMap<String, SeedEntry> = match std::fs::read(&path) {
+            Ok(data) => serde_json::from_slice(&data).map_err(|e| {
+                // Never replaced: it holds the other hosts' seeds.
+                Error::Invalid(format!("{}: {e}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        let mut added = false;
+        let entry = seeds.entry(host.to_string()).or_insert_with(|| {
+            added = true;
+            SeedEntry {
+                seed: B64.encode(rand::random::<[u8; 16]>()),
+            }
         });
         let seed = B64.decode(&entry.seed).map_err(|e| {
             Error::Invalid(format!("{}: invalid seed for {host}: {e}", path.display()))
         })?;
-        let text = serde_json::to_vec_pretty(&seeds).expect("serializable");
-        write_private(&path, &text)?;
+        if added {
+            let text = serde_json::to_vec_pretty(&seeds).expect("serializable");
+            write_private(&path, &text)?;
+        }
         Ok(seed)
     }
 }
@@ -599,7 +606,10 @@ impl AuthService for Auth {
         &self,
         request: Request<CredentialsRequest>,
     ) -> Result<Response<CredentialsResponse>, Status> {
-        let c = self.lookup_async(&request.into_inner().host).await?;
+        let c = self
+            .lookup_async(&request.into_inner().host)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(CredentialsResponse {
             username: c.username,
             secret: c.secret,

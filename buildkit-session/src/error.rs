@@ -23,7 +23,7 @@ pub enum Error {
     },
     /// The peer broke the protocol, or sent something this side refuses (a hostile path).
     Protocol(String),
-    /// A Docker Engine API call failed.
+    /// dockerd refused or failed the `/session` upgrade.
     Docker(docker_api::Error),
 }
 
@@ -44,7 +44,7 @@ impl fmt::Display for Error {
             Self::Invalid(m) => write!(f, "{m}"),
             Self::Io { context, source } => write!(f, "{context}: {source}"),
             Self::Protocol(m) => write!(f, "{m}"),
-            Self::Docker(e) => write!(f, "{e}"),
+            Self::Docker(e) => write!(f, "attaching the session to dockerd: {e}"),
         }
     }
 }

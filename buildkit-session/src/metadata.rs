@@ -8,7 +8,7 @@ pub(crate) fn values(md: &MetadataMap, key: &str) -> Vec<String> {
     let encoded = md
         .get(format!("{key}-encoded").as_str())
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True"));
+        .is_some_and(go_true);
     md.get_all(key)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -20,6 +20,11 @@ pub(crate) fn values(md: &MetadataMap, key: &str) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// True for what Go's `strconv.ParseBool` reads as true.
+pub(crate) fn go_true(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
 /// The first value of `key`, decoded as [`values`] does.

@@ -108,27 +108,29 @@ impl Session {
     }
 
     /// The session headers, as dockerd's `/session` expects them (and, lowercased, as
-    /// gRPC metadata on `Control.Session`).
-    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+    /// gRPC metadata on `Control.Session`). Fails, naming the header, when the id or
+    /// a method path cannot be a header value: without it the daemon could not
+    /// find the session.
+    pub fn headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>> {
         let mut out = Vec::new();
-        let mut push = |k: &str, v: &str| {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                out.push((k, v));
-            }
+        let mut push = |k: &str, v: &str| -> Result<()> {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| Error::Invalid(format!("session header name {k:?}: {e}")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|e| Error::Invalid(format!("session header {k}: {v:?}: {e}")))?;
+            out.push((name, value));
+            Ok(())
         };
-        push(HEADER_SESSION_ID, &self.id);
+        push(HEADER_SESSION_ID, &self.id)?;
         let (key, encoded) = encode_header_value(&self.shared_key);
-        push(HEADER_SESSION_SHARED_KEY, &key);
+        push(HEADER_SESSION_SHARED_KEY, &key)?;
         if encoded {
-            push(&format!("{HEADER_SESSION_SHARED_KEY}-Encoded"), "1");
+            push(&format!("{HEADER_SESSION_SHARED_KEY}-Encoded"), "1")?;
         }
         for m in self.router.methods() {
-            push(HEADER_SESSION_METHOD, &m);
+            push(HEADER_SESSION_METHOD, &m)?;
         }
-        out
+        Ok(out)
     }
 
     /// Serves the session as an HTTP/2 server on `io` (the daemon is the HTTP/2 client)
@@ -176,9 +178,13 @@ impl Session {
     /// the session headers) and serves it there.
     pub async fn run_on_docker(self, docker: &docker_api::Docker) -> Result<SessionHandle> {
         let io = docker
-            .upgrade("/session", "h2c", self.headers(), docker_api::Body::empty())
-            .await
-            .map_err(|e| Error::Attach(e.to_string()))?;
+            .upgrade(
+                "/session",
+                "h2c",
+                self.headers()?,
+                docker_api::Body::empty(),
+            )
+            .await?;
         Ok(self.serve(io))
     }
 }
@@ -221,13 +227,7 @@ impl SessionHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        match self.task.take() {
-            Some(task) => match task.await {
-                Ok(r) => r,
-                Err(e) => Err(Error::Transport(format!("session task failed: {e}"))),
-            },
-            None => Ok(()),
-        }
+        self.wait().await
     }
 
     /// Waits until the daemon ends the connection.
@@ -303,7 +303,7 @@ mod tests {
     #[test]
     fn headers_advertise_health_and_the_ids() {
         let s = Session::new().with_id("abc").with_shared_key("key\u{1}");
-        let h = s.headers();
+        let h = s.headers().unwrap();
         let get = |k: &str| -> Vec<String> {
             h.iter()
                 .filter(|(n, _)| n.as_str().eq_ignore_ascii_case(k))
@@ -318,5 +318,13 @@ mod tests {
             methods.contains(&"/grpc.health.v1.Health/Check".to_string()),
             "{methods:?}"
         );
+    }
+
+    #[test]
+    fn an_id_that_cannot_be_a_header_is_an_error_naming_it() {
+        let err = Session::new().with_id("a\nb").headers().unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(HEADER_SESSION_ID), "{msg}");
+        assert!(msg.contains("\"a\\nb\""), "{msg}");
     }
 }

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::StreamReader;
 use tokio_util::sync::PollSender;
 use tonic::codegen::{Body, StdError};
-use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
 use crate::session::{Session, SessionHandle};
@@ -42,13 +42,7 @@ where
 {
     let (out_tx, out_rx) = mpsc::channel::<BytesMessage>(OUTBOUND_QUEUE);
     let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
-    for (name, value) in session.headers() {
-        let key = MetadataKey::from_bytes(name.as_str().to_ascii_lowercase().as_bytes())
-            .map_err(|e| Error::Attach(format!("invalid session header {name}: {e}")))?;
-        let value = MetadataValue::try_from(value.as_bytes())
-            .map_err(|e| Error::Attach(format!("invalid session header value for {name}: {e}")))?;
-        request.metadata_mut().append(key, value);
-    }
+    *request.metadata_mut() = MetadataMap::from_headers(session.headers()?.into_iter().collect());
     let mut inbound = control
         .session(request)
         .await
@@ -105,17 +99,24 @@ struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            tokio::spawn(async move {
-                let abort = task.abort_handle();
-                if tokio::time::timeout(Duration::from_secs(15), task)
-                    .await
-                    .is_err()
-                {
-                    abort.abort();
-                }
-            });
-        }
+        let Some(task) = self.0.take() else {
+            return;
+        };
+        // Outside a runtime (a handle dropped after `block_on`) there is nothing
+        // to drain on.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            task.abort();
+            return;
+        };
+        rt.spawn(async move {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        });
     }
 }
 

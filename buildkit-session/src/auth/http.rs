@@ -25,16 +25,20 @@ pub(crate) fn form_escape(s: &str) -> String {
 /// The most redirects followed, as Go's HTTP client.
 const MAX_REDIRECTS: usize = 10;
 
+/// The TLS configuration for `https://` URLs, or why there is none.
+pub(crate) type Tls = std::result::Result<Arc<rustls::ClientConfig>, String>;
+
 /// Sends a request, following redirects like Go's HTTP client (301, 302 and 303
 /// turn a POST into a bodiless GET; 307 and 308 repeat it); the `authorization`
-/// header is only sent again to the same host and port. Returns the final status
-/// and body.
+/// header is only sent again to the same origin, and a body (which may hold a
+/// password) is never re-sent to another one: that redirect is returned as is.
+/// Returns the final status and body.
 pub(crate) async fn request(
     method: &str,
     url: &str,
     headers: &[(&str, String)],
     body: Option<String>,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: &Tls,
 ) -> Result<(u16, Bytes), String> {
     let mut method = method.to_string();
     let mut url = url.to_string();
@@ -42,19 +46,22 @@ pub(crate) async fn request(
     let mut body = body;
     for _ in 0..=MAX_REDIRECTS {
         let (status, location, resp) =
-            request_once(&method, &url, &headers, body.clone(), tls.clone()).await?;
+            request_once(&method, &url, &headers, body.clone(), tls).await?;
         let Some(location) = location.filter(|_| matches!(status, 301 | 302 | 303 | 307 | 308))
         else {
             return Ok((status, resp));
         };
         let next = resolve(&url, &location)?;
-        if authority_of(&next) != authority_of(&url) {
-            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
-        }
         if matches!(status, 301..=303) && method != "GET" && method != "HEAD" {
             method = "GET".into();
             body = None;
             headers.retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+        }
+        if authority_of(&next) != authority_of(&url) {
+            if body.is_some() {
+                return Ok((status, resp));
+            }
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
         }
         url = next;
     }
@@ -101,7 +108,7 @@ async fn request_once(
     url: &str,
     headers: &[(&str, String)],
     body: Option<String>,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    tls: &Tls,
 ) -> Result<(u16, Option<String>, Bytes), String> {
     let uri: http::Uri = url
         .parse()
@@ -131,7 +138,16 @@ async fn request_once(
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let tcp = tokio::net::TcpStream::connect((host_for_dial.as_str(), port))
+        let tls = match (https, tls) {
+            (false, _) => None,
+            (true, Ok(config)) => Some(config),
+            (true, Err(e)) => return Err(format!("TLS for {host}: {e}")),
+        };
+        let endpoint = docker_api::Endpoint::Tcp {
+            host: host_for_dial,
+            port,
+        };
+        let io = docker_api::dial(&endpoint, tls, None, Duration::from_secs(30))
             .await
             .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
         let mut req = http::Request::builder()
@@ -148,16 +164,7 @@ async fn request_once(
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| e.to_string())?;
-        let resp = if https {
-            let config = tls.ok_or("no TLS configuration")?;
-            let io = docker_api::tls::connect(config, &host_for_dial, tcp)
-                .await
-                .map_err(|e| format!("TLS with {host}: {e}"))?;
-            send(TokioIo::new(io), req).await?
-        } else {
-            send(TokioIo::new(tcp), req).await?
-        };
-        Ok(resp)
+        send(TokioIo::new(io), req).await
     };
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await

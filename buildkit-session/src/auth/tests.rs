@@ -124,6 +124,9 @@ async fn token_server(post_status: u16) -> (String, Arc<AsyncMutex<Vec<String>>>
                 let (status, body) = if text.starts_with("POST /moved307 ") {
                     location = "location: /token\r\n".into();
                     (307, String::new())
+                } else if text.starts_with("POST /cross307 ") {
+                    location = format!("location: http://localhost:{}/token\r\n", addr.port());
+                    (307, String::new())
                 } else if let Some(rest) = text.strip_prefix("GET /moved302") {
                     // To the same server under another name: another host.
                     let query = rest.split_once(' ').map(|(q, _)| q).unwrap_or("");
@@ -241,6 +244,17 @@ async fn fetch_token_follows_redirects_and_keeps_credentials_to_their_host() {
         assert!(reqs[1].ends_with("password=pw"), "{}", reqs[1]);
     }
 
+    // A password form is never repeated to another origin.
+    let (realm, seen) = token_server(200).await;
+    let cross = realm.replace("/token", "/cross307");
+    let err = auth
+        .fetch_token(&token_req(&cross))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unexpected status 307"), "{err}");
+    assert_eq!(seen.lock().await.len(), 1, "not followed");
+
     // POST refused, GET with basic auth redirected to another host: followed,
     // without the credentials.
     let (realm, seen) = token_server(404).await;
@@ -282,7 +296,6 @@ async fn fetch_token_error_statuses_are_reported() {
 
 #[test]
 fn token_authority_keys_are_stable_per_host_and_sign_like_nacl() {
-    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
     let d = tempfile::tempdir().unwrap();
     let auth = Auth::none()
         .config_dir(d.path())
@@ -313,14 +326,56 @@ fn token_authority_keys_are_stable_per_host_and_sign_like_nacl() {
             .len(),
         16
     );
+}
 
-    // What VerifyTokenAuthority returns verifies against GetTokenAuthority's key.
-    use ed25519_dalek::Signer;
-    let payload = b"payload";
-    let sig = k1.sign(payload);
-    let vk = VerifyingKey::from_bytes(k1.verifying_key().as_bytes()).unwrap();
-    assert!(
-        vk.verify(payload, &Signature::from_bytes(&sig.to_bytes()))
-            .is_ok()
+#[tokio::test]
+async fn verify_token_authority_signs_like_nacl_under_the_advertised_key() {
+    use buildkit_proto::moby::filesync::v1::auth_server::Auth as AuthService;
+    use buildkit_proto::moby::filesync::v1::{
+        GetTokenAuthorityRequest, VerifyTokenAuthorityRequest,
+    };
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    let d = tempfile::tempdir().unwrap();
+    let auth = Auth::none()
+        .config_dir(d.path())
+        .credentials("reg.test", Credentials::basic("u", "p"));
+    let public = auth
+        .get_token_authority(tonic::Request::new(GetTokenAuthorityRequest {
+            host: "reg.test".into(),
+            salt: Bytes::from_static(b"salt-1"),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .public_key;
+    let payload = b"payload to sign";
+    let signed = auth
+        .verify_token_authority(tonic::Request::new(VerifyTokenAuthorityRequest {
+            host: "reg.test".into(),
+            payload: Bytes::from_static(payload),
+            salt: Bytes::from_static(b"salt-1"),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .signed;
+    assert_eq!(&signed[64..], payload, "signature, then the message");
+    let vk = VerifyingKey::from_bytes(public.as_ref().try_into().unwrap()).unwrap();
+    let sig = Signature::from_bytes(signed[..64].try_into().unwrap());
+    assert!(vk.verify(payload, &sig).is_ok());
+}
+
+#[test]
+fn a_broken_seed_file_is_an_error_and_is_kept() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join(".token_seed"), b"{not json").unwrap();
+    let auth = Auth::none()
+        .config_dir(d.path())
+        .credentials("reg.test", Credentials::basic("u", "p"));
+    let err = auth.authority_key("reg.test", b"salt").unwrap_err();
+    assert!(err.message().contains(".token_seed"), "{err:?}");
+    assert_eq!(
+        std::fs::read(d.path().join(".token_seed")).unwrap(),
+        b"{not json"
     );
 }
